@@ -1,0 +1,218 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+)
+
+// Engine decides flows against the active scenarios. It holds an immutable
+// compiled snapshot and swaps it atomically, so Decide never waits for a
+// reload and a reload never sees a half-built index.
+type Engine struct {
+	snap atomic.Pointer[snapshot]
+}
+
+// NewEngine returns an engine deciding with set's scenarios named in active,
+// in that order of priority (earlier scenarios' rules win).
+func NewEngine(set *Set, active []string) (*Engine, error) {
+	e := &Engine{}
+	if err := e.Swap(set, active); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Swap compiles set with the active scenarios and puts it in force. On error
+// the rules in force stay as they were.
+func (e *Engine) Swap(set *Set, active []string) error {
+	s, err := compile(set, active)
+	if err != nil {
+		return err
+	}
+	e.snap.Store(s)
+	return nil
+}
+
+// Set returns the rule set in force.
+func (e *Engine) Set() *Set { return e.snap.Load().set }
+
+// Active returns the active scenarios, in priority order.
+func (e *Engine) Active() []*Scenario { return slices.Clone(e.snap.Load().active) }
+
+// Decide returns what happens to f: the first matching rule of the active
+// scenarios, or a plain allow. It allocates nothing and its cost does not
+// grow with the number of domains or address prefixes.
+func (e *Engine) Decide(f Flow) Decision {
+	return e.snap.Load().decide(&f)
+}
+
+// snapshot is the compiled, immutable form of the active scenarios.
+type snapshot struct {
+	set    *Set
+	active []*Scenario
+	rules  []*Rule    // every active rule; a rule's priority is its index
+	lists  [][]int32  // rule lists, each ascending; list 0 is empty
+	names  *nameTable // domains and hosts
+	addrs  *addrTable // prefixes
+	regex  []int32    // rules whose service has regexes
+	always []int32    // rules that match without a name or address
+}
+
+func compile(set *Set, active []string) (*snapshot, error) {
+	s := &snapshot{set: set, lists: [][]int32{nil}, addrs: newAddrTable()}
+	var unknown []string
+	nnames := 0
+	for _, name := range active {
+		sc := set.Scenario(name)
+		if sc == nil {
+			unknown = append(unknown, name)
+			continue
+		}
+		if slices.Contains(s.active, sc) {
+			continue
+		}
+		s.active = append(s.active, sc)
+		for _, r := range sc.Rules {
+			s.rules = append(s.rules, r)
+			if r.svc != nil {
+				nnames += r.svc.NumNames()
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		var have []string
+		for _, sc := range set.Scenarios {
+			have = append(have, sc.Name)
+		}
+		return nil, fmt.Errorf("no scenario %s (loaded: %s)", strings.Join(unknown, ", "), strings.Join(have, ", "))
+	}
+	s.names = newNameTable(nnames)
+	// extend interns list+rule so the million names of one rule share one list.
+	type ext struct{ list, rule uint32 }
+	interned := map[ext]uint32{}
+	extend := func(list uint32, rule int32) uint32 {
+		if l := s.lists[list]; len(l) > 0 && l[len(l)-1] == rule {
+			return list // the same name twice in one service
+		}
+		k := ext{list, uint32(rule)}
+		if id, ok := interned[k]; ok {
+			return id
+		}
+		nl := append(slices.Clone(s.lists[list]), rule)
+		s.lists = append(s.lists, nl)
+		interned[k] = uint32(len(s.lists) - 1)
+		return interned[k]
+	}
+	srcs := map[*nameList]uint16{}
+	addNames := func(l *nameList, rule int32, exact bool) {
+		if l.len() == 0 {
+			return
+		}
+		src, ok := srcs[l]
+		if !ok {
+			src = s.names.addSource(l.data)
+			srcs[l] = src
+		}
+		l.each(func(name []byte, off int) {
+			e := s.names.insert(src, off, len(name))
+			if exact {
+				e.exact = extend(e.exact, rule)
+			} else {
+				e.suffix = extend(e.suffix, rule)
+			}
+		})
+	}
+	for i, r := range s.rules {
+		id := int32(i)
+		svc := r.svc
+		if svc == nil || !svc.selective() {
+			s.always = append(s.always, id)
+			continue
+		}
+		addNames(&svc.domains, id, false)
+		addNames(&svc.hosts, id, true)
+		for _, p := range svc.Prefixes {
+			s.addrs.set(p, extend(s.addrs.get(p), id))
+		}
+		if len(svc.Regex) > 0 {
+			s.regex = append(s.regex, id)
+		}
+	}
+	return s, nil
+}
+
+// none is larger than any rule index.
+const none = int32(1<<31 - 1)
+
+func (s *snapshot) decide(f *Flow) Decision {
+	best := none
+	// consider lowers best to the first rule of list that matches f.
+	consider := func(list uint32) {
+		for _, id := range s.lists[list] {
+			if id >= best {
+				return
+			}
+			if s.rules[id].matches(f) {
+				best = id
+				return
+			}
+		}
+	}
+	if host := trimDot(f.Host); host != "" {
+		if e := s.names.find(host); e != nil && e.exact != 0 {
+			consider(e.exact)
+		}
+		// Walk the labels: a.b.example.com, b.example.com, example.com, com.
+		for rest := host; rest != ""; {
+			if e := s.names.find(rest); e != nil && e.suffix != 0 {
+				consider(e.suffix)
+			}
+			i := strings.IndexByte(rest, '.')
+			if i < 0 {
+				break
+			}
+			rest = rest[i+1:]
+		}
+		for _, id := range s.regex {
+			if id >= best {
+				break
+			}
+			r := s.rules[id]
+			for _, re := range r.svc.Regex {
+				if re.MatchString(host) && r.matches(f) {
+					best = id
+					break
+				}
+			}
+		}
+	}
+	if f.Addr.IsValid() {
+		s.addrs.each(f.Addr, func(list uint32) bool {
+			consider(list)
+			return true
+		})
+	}
+	for _, id := range s.always {
+		if id >= best {
+			break
+		}
+		if s.rules[id].matches(f) {
+			best = id
+			break
+		}
+	}
+	if best == none {
+		return Decision{}
+	}
+	r := s.rules[best]
+	return Decision{Action: r.Action, Rule: r}
+}
+
+func trimDot(h string) string {
+	if n := len(h); n > 0 && h[n-1] == '.' {
+		return h[:n-1]
+	}
+	return h
+}

@@ -1,0 +1,197 @@
+package rules
+
+import (
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// actionParams lists the parameters each action takes; any other parameter
+// on a rule is an error naming these.
+var actionParams = [numActions][]string{
+	ActionReject:    {"rcode", "ttl"},
+	ActionSinkhole:  {"ttl"},
+	ActionSpoof:     {"addresses", "ttl"},
+	ActionDelay:     {"latency", "jitter"},
+	ActionThrottle:  {"rate"},
+	ActionCut:       {"after_bytes", "after"},
+	ActionHTTPError: {"status", "headers", "body"},
+	ActionRPCError:  {"code", "message", "jsonrpc"},
+	ActionTLSFail:   {"failure"},
+}
+
+func paramKeys() []string {
+	var keys []string
+	for _, ps := range actionParams {
+		for _, p := range ps {
+			if !contains(keys, p) {
+				keys = append(keys, p)
+			}
+		}
+	}
+	return keys
+}
+
+// decodeParams checks that every parameter given belongs to r's action and
+// parses each into its type.
+func decodeParams(d *fileDecoder, r *Rule, given map[string]*yaml.Node, path string) {
+	valid := actionParams[r.Action]
+	for key, n := range given {
+		if !contains(valid, key) {
+			takes := "takes no parameters"
+			if len(valid) > 0 {
+				takes = "takes " + strings.Join(valid, ", ")
+			}
+			d.errf(n, join(path, key), "not a parameter of %s (%s %s)", r.Action, r.Action, takes)
+		}
+	}
+	p := &r.Params
+	str := func(key string) (string, *yaml.Node, string, bool) {
+		n := given[key]
+		if n == nil || !contains(valid, key) {
+			return "", nil, "", false
+		}
+		s, ok := d.str(n, join(path, key))
+		return s, n, join(path, key), ok
+	}
+	if s, n, fp, ok := str("rcode"); ok {
+		i := indexOf(rcodeNames[:], strings.ToLower(s))
+		if i < 0 {
+			d.errf(n, fp, "%q is not an rcode (want one of %s)", s, strings.Join(rcodeNames[:], ", "))
+		}
+		p.RCode = RCode(max(i, 0))
+	}
+	if r.Action == ActionReject || r.Action == ActionSinkhole || r.Action == ActionSpoof {
+		p.TTL = DefaultBlockTTL
+	}
+	if s, n, fp, ok := str("ttl"); ok {
+		if t, err := parseDuration(s); err != nil {
+			d.errf(n, fp, "%v", err)
+		} else {
+			p.TTL = t
+		}
+	}
+	if n := given["addresses"]; n != nil && contains(valid, "addresses") {
+		d.strs(n, join(path, "addresses"), func(s string, n *yaml.Node, fp string) {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				d.errf(n, fp, "%q is not an IP address (want e.g. 192.0.2.1 or 2001:db8::1)", s)
+				return
+			}
+			p.Addrs = append(p.Addrs, a.Unmap())
+		})
+	}
+	for _, k := range []struct {
+		key string
+		dst *int64
+		dur bool
+	}{{"latency", nil, true}, {"jitter", nil, true}, {"after", nil, true}, {"rate", &p.Rate, false}, {"after_bytes", &p.AfterBytes, false}} {
+		s, n, fp, ok := str(k.key)
+		if !ok {
+			continue
+		}
+		if k.dur {
+			t, err := parseDuration(s)
+			if err != nil {
+				d.errf(n, fp, "%v", err)
+			}
+			switch k.key {
+			case "latency":
+				p.Latency = t
+			case "jitter":
+				p.Jitter = t
+			case "after":
+				p.After = t
+			}
+			continue
+		}
+		v, err := parseBytes(s, k.key == "rate")
+		if err != nil {
+			d.errf(n, fp, "%v", err)
+		}
+		*k.dst = v
+	}
+	if s, n, fp, ok := str("status"); ok {
+		st, err := strconv.Atoi(s)
+		if err != nil || st < 100 || st > 599 {
+			d.errf(n, fp, "%q is not an HTTP status (want 100-599, e.g. 502)", s)
+		}
+		p.Status = st
+	}
+	if n := given["headers"]; n != nil && contains(valid, "headers") {
+		p.Headers = http.Header{}
+		hp := join(path, "headers")
+		if n.Kind != yaml.MappingNode {
+			d.errf(n, hp, "want a mapping of header names to values, got %s", kindName(n))
+		}
+		for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+			if v, ok := d.str(n.Content[i+1], join(hp, n.Content[i].Value)); ok {
+				p.Headers.Add(n.Content[i].Value, v)
+			}
+		}
+	}
+	if s, _, _, ok := str("body"); ok {
+		p.Body = s
+	}
+	if s, n, fp, ok := str("code"); ok {
+		c, err := strconv.Atoi(s)
+		if err != nil {
+			d.errf(n, fp, "%q is not a JSON-RPC error code (want an integer, e.g. -32005)", s)
+		}
+		p.RPCCode = c
+	}
+	if s, _, _, ok := str("message"); ok {
+		p.RPCMessage = s
+	}
+	if n := given["jsonrpc"]; n != nil && contains(valid, "jsonrpc") {
+		d.strs(n, join(path, "jsonrpc"), func(s string, _ *yaml.Node, _ string) { p.RPCMethods = append(p.RPCMethods, s) })
+	}
+	if s, n, fp, ok := str("failure"); ok {
+		i := indexOf(tlsFailureNames[:], strings.ToLower(s))
+		if i < 0 {
+			d.errf(n, fp, "%q is not a tls_fail kind (want one of %s)", s, strings.Join(tlsFailureNames[:], ", "))
+		}
+		p.TLSFailure = TLSFailure(max(i, 0))
+	}
+	requireParams(d, r, given, path)
+}
+
+// requireParams reports parameters an action cannot do without.
+func requireParams(d *fileDecoder, r *Rule, given map[string]*yaml.Node, path string) {
+	need := func(key, why string) {
+		if given[key] == nil {
+			d.errs.add(r.Pos, join(path, key), "missing: %s needs %s", r.Action, why)
+		}
+	}
+	switch r.Action {
+	case ActionSpoof:
+		need("addresses", "the addresses to answer with (e.g. addresses: [192.0.2.1])")
+	case ActionDelay:
+		need("latency", "a latency (e.g. latency: 2s)")
+	case ActionThrottle:
+		need("rate", "a rate (e.g. rate: 64kbit)")
+	case ActionCut:
+		if given["after_bytes"] == nil && given["after"] == nil {
+			d.errs.add(r.Pos, path, "cut needs after_bytes (e.g. 16KiB) or after (e.g. 5s)")
+		}
+	case ActionHTTPError:
+		need("status", "an HTTP status (e.g. status: 502)")
+	case ActionRPCError:
+		need("code", "a JSON-RPC error code (e.g. code: -32005)")
+		if r.Params.RPCMessage == "" {
+			r.Params.RPCMessage = "unicorn: injected error"
+		}
+	}
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
