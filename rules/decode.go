@@ -144,6 +144,7 @@ func (ld *loader) decodeServices(d *fileDecoder, n *yaml.Node, path string) {
 		k, v := n.Content[i], n.Content[i+1]
 		p := join(path, k.Value)
 		svc := &Service{Name: k.Value, Pos: d.pos(k)}
+		before := len(d.errs.list)
 		d.fields(v, p, serviceKeys, func(key string, v *yaml.Node, path string) {
 			if key == "description" {
 				svc.Description, _ = d.str(v, path)
@@ -155,7 +156,7 @@ func (ld *loader) decodeServices(d *fileDecoder, n *yaml.Node, path string) {
 			d.errf(k, p, "service %q is already defined at %s", svc.Name, prev.Pos)
 			continue
 		}
-		if !svc.selective() && len(svc.Ports) == 0 {
+		if !svc.selective() && len(svc.Ports) == 0 && len(d.errs.list) == before {
 			d.errf(k, p, "service matches nothing (give domains, hosts, regex, ips, ports or include)")
 		}
 		ld.set.Services[svc.Name] = svc

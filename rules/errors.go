@@ -20,7 +20,10 @@ func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Pos.File)
 	if e.Pos.Line > 0 {
-		fmt.Fprintf(&b, ":%d:%d", e.Pos.Line, e.Pos.Col)
+		fmt.Fprintf(&b, ":%d", e.Pos.Line)
+		if e.Pos.Col > 0 {
+			fmt.Fprintf(&b, ":%d", e.Pos.Col)
+		}
 	}
 	b.WriteString(": ")
 	if e.Path != "" {

@@ -61,27 +61,27 @@ func (ld *loader) include(d *fileDecoder, svc *Service, name string, at Pos, pat
 		case bytes.Contains(b, []byte("##")) || bytes.HasPrefix(b, []byte("@@")) || b[0] == '/' || b[0] == '|':
 			ld.skipped++
 		default:
-			fields := bytes.Fields(b)
 			if i := bytes.IndexByte(b, '#'); i > 0 {
-				fields = bytes.Fields(b[:i]) // trailing comment
+				b = bytes.TrimSpace(b[:i]) // trailing comment
 			}
-			if len(fields) > 1 {
-				if _, err := netip.ParseAddr(string(fields[0])); err != nil {
-					report(col, "%q is neither a domain nor a hosts-file line (want example.com, 0.0.0.0 example.com or ||example.com^)", b)
-					continue
-				}
-				for _, h := range fields[1:] {
-					if hostsBuiltin(h) {
-						continue
-					}
-					if err := svc.domains.addName(h); err != nil {
-						report(col, "%v", err)
-					}
+			first, rest := nextField(b)
+			if len(rest) == 0 {
+				if err := svc.domains.addName(first); err != nil {
+					report(col, "%v", err)
 				}
 				continue
 			}
-			if err := svc.domains.addName(fields[0]); err != nil {
-				report(col, "%v", err)
+			if _, err := netip.ParseAddr(string(first)); err != nil {
+				report(col, "%q is neither a domain nor a hosts-file line (want example.com, 0.0.0.0 example.com or ||example.com^)", b)
+				continue
+			}
+			for h, rest := nextField(rest); len(h) > 0; h, rest = nextField(rest) {
+				if hostsBuiltin(h) {
+					continue
+				}
+				if err := svc.domains.addName(h); err != nil {
+					report(col, "%v", err)
+				}
 			}
 		}
 	}
@@ -103,4 +103,14 @@ func hostsBuiltin(h []byte) bool {
 		return true
 	}
 	return false
+}
+
+// nextField splits the first whitespace-separated field off b.
+func nextField(b []byte) (field, rest []byte) {
+	b = bytes.TrimLeft(b, " \t")
+	i := bytes.IndexAny(b, " \t")
+	if i < 0 {
+		return b, nil
+	}
+	return b[:i], bytes.TrimLeft(b[i:], " \t")
 }

@@ -61,7 +61,7 @@ func (l *nameList) addName(raw []byte) error {
 	if len(n) > 0 && n[len(n)-1] == '.' {
 		n = n[:len(n)-1]
 	}
-	bad := func(why string) error { return fmt.Errorf("%q is not a domain name (%s)", raw, why) }
+	bad := func(why string) error { return badName(raw, why) }
 	switch {
 	case len(n) == 0:
 		return bad("empty")
@@ -97,6 +97,10 @@ func (l *nameList) addName(raw []byte) error {
 	l.data = append(l.data, '\n')
 	l.n++
 	return nil
+}
+
+func badName(raw []byte, why string) error {
+	return fmt.Errorf("%q is not a domain name (%s)", raw, why)
 }
 
 // lower returns the ASCII lowercase of b.
