@@ -34,6 +34,9 @@ func DefaultClients() ClientSet {
 	return ClientSet{prefixes: ps}
 }
 
+// Empty reports whether the set has no prefixes (the zero value).
+func (c ClientSet) Empty() bool { return len(c.prefixes) == 0 }
+
 // Contains reports whether a is in the set. IPv4-mapped IPv6 addresses are
 // treated as IPv4.
 func (c ClientSet) Contains(a netip.Addr) bool {

@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/chaos-unicorn/unicorn/rules"
+)
+
+// serveConnect answers a CONNECT request. TLS is never intercepted here:
+// an allowed CONNECT is a blind tunnel to the decided address.
+func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
+	host, port, err := splitTarget(r.URL.Host, 0)
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "unicorn: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	client := clientAddr(r)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(p.ctx, cancel)()
+
+	o, err := p.decide(ctx, client, host, port)
+	if err != nil {
+		p.log.Info("proxy error", "client", client.String(), "target", r.URL.Host, "err", err)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "unicorn: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+
+	switch o.decision.Action {
+	case rules.ActionReject:
+		newBlockPage(http.StatusForbidden, host, o.decision).write(w)
+		return
+	case rules.ActionSinkhole:
+		newBlockPage(http.StatusBadGateway, host, o.decision).write(w)
+		return
+	case rules.ActionBlackhole:
+		// Accept, then silence: no "200 Connection established".
+		if conn, _, ok := p.hijack(w); ok {
+			p.hold(conn)
+		}
+		return
+	default:
+		// allow, spoof and delay tunnel to o.target after o.delay (decide
+		// already chose the target and summed the latency). throttle, cut,
+		// http_error, rpc_error and tls_fail also tunnel untouched here;
+		// later issues map them onto this front end.
+	}
+
+	if err := p.wait(ctx, o.delay); err != nil {
+		return // the client or the proxy went away; nothing left to answer
+	}
+	up, err := p.dial(ctx, "tcp", o.target.String())
+	if err != nil {
+		p.log.Info("proxy error", "client", client.String(), "target", r.URL.Host, "addr", o.target.String(), "err", err)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "unicorn: cannot reach "+r.URL.Host+": "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	conn, buf, ok := p.hijack(w)
+	if !ok {
+		up.Close()
+		return
+	}
+	if !p.track(up) {
+		up.Close()
+		p.untrack(conn)
+		return
+	}
+	defer p.untrack(up)
+	defer p.untrack(conn)
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	// Bytes the client sent right behind the CONNECT head (a TLS
+	// ClientHello, say) are already in the server's read buffer.
+	if n := buf.Buffered(); n > 0 {
+		early, _ := buf.Peek(n)
+		if _, err := up.Write(early); err != nil {
+			return
+		}
+	}
+	relay(conn, up)
+}
+
+// hijack takes the client connection from the HTTP server and tracks it.
+// The reader holds bytes the server read past the request head. ok is
+// false when the connection cannot be taken or the proxy is closed; the
+// connection is then already closed.
+func (p *Proxy) hijack(w http.ResponseWriter) (conn net.Conn, buf *bufio.Reader, ok bool) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		p.log.Debug("cannot hijack", "err", err)
+		return nil, nil, false
+	}
+	// The server may have set deadlines for reading the request head.
+	conn.SetDeadline(time.Time{})
+	if !p.track(conn) {
+		conn.Close()
+		return nil, nil, false
+	}
+	return conn, rw.Reader, true
+}
+
+// hold keeps a blackholed client connection open in silence until the
+// client closes it, BlackholeTimeout passes or the proxy is closed, then
+// closes it. Whatever the client sends is read and dropped.
+func (p *Proxy) hold(conn net.Conn) {
+	defer p.untrack(conn)
+	p.holding.Add(1)
+	defer p.holding.Add(-1)
+	conn.SetReadDeadline(time.Now().Add(p.blackhole))
+	io.Copy(io.Discard, conn)
+}

@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/chaos-unicorn/unicorn/rules"
+)
+
+// outcome is what the rules concluded about one request, after at most two
+// questions: one by name (or literal address) at the HTTP layer and, for
+// a name let through, one by the address it resolved to at the TCP layer.
+type outcome struct {
+	// decision is the one the front end applies: the first that blocks or
+	// spoofs, else the last that matched a rule, else a plain allow.
+	decision rules.Decision
+	host     string         // the name or literal address the device asked for
+	port     uint16         // the port it asked for
+	target   netip.AddrPort // where to dial; valid unless decision blocks
+	delay    time.Duration  // added latency before dialling or forwarding
+}
+
+// decide asks the rules about a request from client for host:port and, if
+// they let it through, resolves the name with Config.Resolver and asks again
+// about the address chosen, so that address and port rules apply to names
+// that resolve there. A literal address is asked about once, directly. The
+// error is set only when no decision blocked and the name cannot be
+// resolved, or a rule cannot be carried out.
+func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port uint16) (outcome, error) {
+	o := outcome{host: host, port: port}
+	f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Port: port, Proto: rules.ProtoTCP}
+	if a, err := netip.ParseAddr(host); err == nil {
+		f.Addr = a.Unmap()
+		o.target = netip.AddrPortFrom(f.Addr, port)
+		return o, o.steer(p.ask(f))
+	}
+	f.Host = host
+	if err := o.steer(p.ask(f)); err != nil || o.final() {
+		return o, err
+	}
+	addrs, err := p.resolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return o, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	if len(addrs) == 0 {
+		return o, fmt.Errorf("resolve %s: no addresses", host)
+	}
+	// The resolver orders addresses by RFC 6724, so the first is the one
+	// this machine would prefer to reach.
+	a := addrs[0].Unmap()
+	o.target = netip.AddrPortFrom(a, port)
+	f.Layer, f.Addr = rules.LayerTCP, a
+	return o, o.steer(p.ask(f))
+}
+
+// final reports whether no further question may change the outcome: the
+// flow is blocked, or a spoof rule already chose where it goes.
+func (o *outcome) final() bool {
+	return o.decision.Action.Blocking() || o.decision.Action == rules.ActionSpoof
+}
+
+// steer folds one decision into o: where the flow goes and how late. What
+// the device then sees is up to each protocol's own switch.
+func (o *outcome) steer(d rules.Decision) error {
+	switch d.Action {
+	case rules.ActionReject, rules.ActionBlackhole, rules.ActionSinkhole:
+		o.decision = d
+	case rules.ActionSpoof:
+		o.decision = d
+		ps := d.Params()
+		if ps == nil || len(ps.Addrs) == 0 {
+			return errors.New("spoof rule names no address")
+		}
+		o.target = netip.AddrPortFrom(ps.Addrs[0].Unmap(), o.port)
+	case rules.ActionDelay:
+		o.decision = d
+		if ps := d.Params(); ps != nil {
+			o.delay += latency(ps.Latency, ps.Jitter)
+		}
+	default:
+		// An allow rule that makes an exception, or an action this front
+		// end relays untouched: remember it unless a fault came first.
+		if d.Matched() && !o.decision.Matched() {
+			o.decision = d
+		}
+	}
+	return nil
+}
+
+// latency returns base plus a uniform draw from [-jitter, +jitter], never
+// below zero.
+func latency(base, jitter time.Duration) time.Duration {
+	d := base
+	if jitter > 0 {
+		d += time.Duration(rand.Int64N(int64(2*jitter)+1)) - jitter
+	}
+	return max(d, 0)
+}
+
+// ask asks the Decider about f and logs every decision that is not a
+// plain allow.
+func (p *Proxy) ask(f rules.Flow) rules.Decision {
+	d := p.decider.Decide(f)
+	if d.Rule == nil {
+		return d
+	}
+	attrs := []slog.Attr{
+		slog.String("client", f.Client.String()),
+		slog.String("layer", f.Layer.String()),
+		slog.String("target", flowTarget(f)),
+	}
+	if f.Host != "" && f.Addr.IsValid() {
+		attrs = append(attrs, slog.String("addr", f.Addr.String()))
+	}
+	attrs = append(attrs, d.LogAttrs()...)
+	p.log.LogAttrs(context.Background(), slog.LevelInfo, "proxy decision", attrs...)
+	return d
+}
+
+// flowTarget is "host:port", or "addr:port" when the flow has no name.
+func flowTarget(f rules.Flow) string {
+	h := f.Host
+	if h == "" {
+		h = f.Addr.String()
+	}
+	return net.JoinHostPort(h, strconv.Itoa(int(f.Port)))
+}
+
+// targetKey is the context key under which onRequest leaves the address
+// the transport must dial.
+type targetKey struct{}
+
+// dialDecided is the transport's dialer: it dials only the address that
+// onRequest decided on, never the name the transport passes in, so that
+// no lookup bypasses the rules or goes through unicorn's own DNS.
+func (p *Proxy) dialDecided(ctx context.Context, network, addr string) (net.Conn, error) {
+	t, ok := ctx.Value(targetKey{}).(netip.AddrPort)
+	if !ok || !t.IsValid() {
+		return nil, fmt.Errorf("proxy: no decision for dial to %s", addr)
+	}
+	return p.dial(ctx, network, t.String())
+}
+
+// wait sleeps for d, and returns early with an error when ctx is done or
+// the proxy is closed.
+func (p *Proxy) wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.ctx.Done():
+		return net.ErrClosed
+	}
+}
+
+// splitTarget splits "host:port" (brackets allowed around IPv6) into a
+// host name or address and a nonzero port; a missing port is defPort, or
+// an error when defPort is 0.
+func splitTarget(hostport string, defPort uint16) (string, uint16, error) {
+	host, ps, err := net.SplitHostPort(hostport)
+	if err != nil {
+		if defPort == 0 {
+			return "", 0, fmt.Errorf("target %q: %w", hostport, err)
+		}
+		host, ps = hostport, ""
+		if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+			host = host[1 : len(host)-1]
+		}
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("target %q has no host", hostport)
+	}
+	port := defPort
+	if ps != "" {
+		n, err := strconv.ParseUint(ps, 10, 16)
+		if err != nil || n == 0 {
+			return "", 0, fmt.Errorf("target %q: bad port", hostport)
+		}
+		port = uint16(n)
+	}
+	if port == 0 {
+		return "", 0, fmt.Errorf("target %q has no port", hostport)
+	}
+	return host, port, nil
+}

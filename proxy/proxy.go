@@ -1,0 +1,245 @@
+// Package proxy owns unicorn's HTTP proxy front end: one listener that
+// serves plain HTTP proxy requests, CONNECT tunnels and the landing page,
+// and turns each rules.Decision into what the device sees on the wire.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chaos-unicorn/unicorn/rules"
+	"github.com/elazarl/goproxy"
+)
+
+// Config configures a Proxy. The zero value is invalid: Decider is
+// MANDATORY; every other field is OPTIONAL and documented by its default.
+type Config struct {
+	// Decider answers what happens to each request. MANDATORY.
+	Decider rules.Decider
+	// Resolver looks up the names of requests the rules let through, so
+	// that address and port rules can be asked about the address chosen.
+	// Point it at the upstream resolvers, never at unicorn's own DNS
+	// front end. If nil, net.DefaultResolver is used.
+	Resolver *net.Resolver
+	// Dial connects to an already-resolved "ip:port". If nil, a
+	// net.Dialer with a 10 s timeout is used. CONNECT tunnels are
+	// zero-copy only when it returns a *net.TCPConn.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Clients is who may use the proxy. Others get 403 "not allowed" and
+	// are logged once per address. If empty, rules.DefaultClients() is used.
+	Clients rules.ClientSet
+	// BlackholeTimeout is how long a blackholed client is held in silence
+	// before its connection is closed. If zero, 60 s is used.
+	BlackholeTimeout time.Duration
+	// Logger receives decisions and errors, with component "proxy". If
+	// nil, slog.Default() is used.
+	Logger *slog.Logger
+	// Info says what the landing page shows. It is called once per page
+	// view and must be safe for concurrent use. If nil, the page shows
+	// only how to reach the proxy the device connected to.
+	Info func() PageInfo
+}
+
+// Defaults applied by New for zero Config fields.
+const (
+	// DefaultDialTimeout bounds each upstream dial when Config.Dial is nil.
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultBlackholeTimeout is the hold when Config.BlackholeTimeout is zero.
+	DefaultBlackholeTimeout = 60 * time.Second
+)
+
+// maxIdlePerHost replaces goproxy's transport default of 2 idle upstream
+// connections per host, which halves keep-alive throughput (PERFORMANCE.md).
+const maxIdlePerHost = 256
+
+// Proxy is the HTTP proxy front end. Create it with New, run it with
+// Serve and stop it with Close. It is safe for concurrent use.
+type Proxy struct {
+	decider   rules.Decider
+	resolver  *net.Resolver
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	clients   rules.ClientSet
+	blackhole time.Duration
+	log       *slog.Logger
+	info      func() PageInfo
+
+	srv *http.Server
+	tr  *http.Transport
+
+	// ctx is cancelled by Close; every wait the proxy makes watches it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{} // hijacked connections: tunnels and blackholes
+	wg     sync.WaitGroup        // one count per entry in conns
+
+	denied  deniedLog
+	holding atomic.Int64 // blackholed clients being held now
+}
+
+// New returns a Proxy for cfg, ready to Serve. It fails only when cfg is
+// invalid.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Decider == nil {
+		return nil, errors.New("proxy: Config.Decider is required")
+	}
+	if cfg.BlackholeTimeout < 0 {
+		return nil, errors.New("proxy: Config.BlackholeTimeout is negative")
+	}
+	p := &Proxy{
+		decider:   cfg.Decider,
+		resolver:  cfg.Resolver,
+		dial:      cfg.Dial,
+		clients:   cfg.Clients,
+		blackhole: cfg.BlackholeTimeout,
+		log:       cfg.Logger,
+		info:      cfg.Info,
+		conns:     make(map[net.Conn]struct{}),
+	}
+	if p.resolver == nil {
+		p.resolver = net.DefaultResolver
+	}
+	if p.dial == nil {
+		p.dial = (&net.Dialer{Timeout: DefaultDialTimeout}).DialContext
+	}
+	// ClientSet hides its prefixes; an empty set prints as "".
+	if p.clients.Empty() {
+		p.clients = rules.DefaultClients()
+	}
+	if p.blackhole == 0 {
+		p.blackhole = DefaultBlackholeTimeout
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.log = p.log.With("component", "proxy")
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.srv = &http.Server{
+		Handler: p.chain(),
+		// A device that opens a connection and never finishes its request
+		// head must not hold a goroutine for ever.
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	return p, nil
+}
+
+// chain builds the request path once. The stages, in order:
+//
+//  1. Client check: first, so that a device outside Config.Clients learns
+//     nothing, not even the landing page.
+//  2. CONNECT: handled here, before goproxy, because goproxy's own CONNECT
+//     path can switch to MITM with its built-in CA, cannot hold a client
+//     in silence, and its hijack hook drops bytes the client sent right
+//     behind the CONNECT head.
+//  3. goproxy, for everything else. It sends non-proxy requests (a path
+//     without scheme and host) to the landing page, and proxy requests
+//     through one request hook that asks the rules (onRequest), then its
+//     transport, whose dialer only dials the address the hook decided on,
+//     then one response hook that turns upstream errors into a 502.
+func (p *Proxy) chain() http.Handler {
+	gp := goproxy.NewProxyHttpServer()
+	gp.Logger = goproxyLogger{p.log}
+	gp.NonproxyHandler = http.HandlerFunc(p.servePage)
+	// Pass bodies through as they are: goproxy would otherwise drop
+	// Accept-Encoding and the transport would then add and undo gzip.
+	gp.KeepAcceptEncoding = true
+	p.tr = &http.Transport{
+		Proxy:               nil, // never chain to the environment's proxy
+		DialContext:         p.dialDecided,
+		MaxIdleConns:        4 * maxIdlePerHost,
+		MaxIdleConnsPerHost: maxIdlePerHost,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+		DisableCompression:  true,
+	}
+	gp.Tr = p.tr
+	// CONNECT never reaches goproxy (stage 2); if it ever did, it must not
+	// dial anything on its own.
+	gp.ConnectDial = func(string, string) (net.Conn, error) {
+		return nil, errors.New("proxy: CONNECT is handled outside goproxy")
+	}
+	gp.OnRequest().DoFunc(p.onRequest)
+	gp.OnResponse().DoFunc(p.onResponse)
+
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !p.allowClient(w, r) {
+			return
+		}
+		if r.Method == http.MethodConnect {
+			p.serveConnect(w, r)
+			return
+		}
+		gp.ServeHTTP(w, r)
+	})
+}
+
+// Serve accepts connections on l until l is closed or Close is called. It
+// returns nil after Close, and otherwise the error that stopped it.
+func (p *Proxy) Serve(l net.Listener) error {
+	err := p.srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops every Serve, closes the listeners, the client connections
+// (including CONNECT tunnels and blackholed clients) and the idle upstream
+// connections, and waits until the tunnels and held connections are gone.
+// Requests still being forwarded end when their client connection closes.
+func (p *Proxy) Close() error {
+	p.cancel()
+	err := p.srv.Close()
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.tr.CloseIdleConnections()
+	p.wg.Wait()
+	return err
+}
+
+// track registers a hijacked connection so that Close can close it. It
+// returns false when the proxy is already closed; the caller then closes c
+// itself. Every successful track must be paired with one untrack.
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	p.wg.Add(1)
+	return true
+}
+
+// untrack closes c and forgets it.
+func (p *Proxy) untrack(c net.Conn) {
+	c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	p.wg.Done()
+}
+
+// goproxyLogger sends goproxy's own messages to slog at debug level.
+type goproxyLogger struct{ log *slog.Logger }
+
+func (g goproxyLogger) Printf(format string, v ...any) {
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.Debug("goproxy", "text", fmt.Sprintf(format, v...))
+	}
+}
