@@ -1,0 +1,269 @@
+// Package dnsblock owns unicorn's DNS server (UDP and TCP, on miekg/dns):
+// it applies the DNS decisions of rules/, forwards everything else to
+// upstream resolvers through a cache, and remembers which names resolved to
+// which addresses so that IP-level front ends can attribute an address to a
+// name.
+package dnsblock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/chaos-unicorn/unicorn/rules"
+	"github.com/miekg/dns"
+)
+
+// Config configures a Server. The zero value is invalid; fill the fields
+// marked MANDATORY.
+type Config struct {
+	// Decider is asked once for every question, with rules.Flow{Client,
+	// Layer: rules.LayerDNS, Host: qname as asked}. MANDATORY.
+	Decider rules.Decider
+	// Upstreams are the resolvers allowed questions are forwarded to, as
+	// accepted by NormalizeUpstream; they are tried in order, each
+	// failure passing the question to the next. MANDATORY.
+	Upstreams []string
+	// Timeout bounds the whole upstream exchange of one question, failover
+	// included; when it passes the client gets SERVFAIL. OPTIONAL: zero
+	// means DefaultTimeout.
+	Timeout time.Duration
+	// Clients is whom the server answers; everyone else gets REFUSED.
+	// OPTIONAL: the zero (empty) set means rules.DefaultClients().
+	Clients rules.ClientSet
+	// CacheSize is how many upstream answers are cached. OPTIONAL: zero
+	// means DefaultCacheSize; a negative value turns the cache off.
+	CacheSize int
+	// NamesSize is how many address-to-name entries Names keeps.
+	// OPTIONAL: zero means DefaultNamesSize.
+	NamesSize int
+	// Logger receives decisions, refused clients and errors, with the
+	// attribute component=dns. OPTIONAL: nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of the cache. OPTIONAL: nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is unicorn's DNS front end. It implements dns.Handler, so it can
+// also be mounted on a dns.Server of the caller's own.
+type Server struct {
+	decider rules.Decider
+	fwd     forwarder
+	cache   *cache // nil when caching is off
+	names   *Names
+	clients *admission
+	refs    *refCache
+	log     *slog.Logger
+	now     func() time.Time
+
+	// ctx is cancelled when the server stops; every wait of a handler
+	// (delay, upstream exchange) ends with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	serving bool
+	done    chan struct{} // closed when Serve returns
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or a previous Serve.
+var ErrServerClosed = errors.New("dnsblock: server closed")
+
+// NewServer checks cfg and returns a server ready to Serve.
+func NewServer(cfg Config) (*Server, error) {
+	var errs []error
+	if cfg.Decider == nil {
+		errs = append(errs, errors.New("dnsblock: config: Decider is mandatory"))
+	}
+	if len(cfg.Upstreams) == 0 {
+		errs = append(errs, errors.New("dnsblock: config: Upstreams is mandatory (e.g. 192.0.2.1:53); SystemUpstreams reads them from resolv.conf"))
+	}
+	ups := make([]string, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		n, err := NormalizeUpstream(u)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("dnsblock: config: Upstreams: %w", err))
+			continue
+		}
+		ups = append(ups, n)
+	}
+	if cfg.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("dnsblock: config: Timeout %v is negative", cfg.Timeout))
+	}
+	if cfg.NamesSize < 0 {
+		errs = append(errs, fmt.Errorf("dnsblock: config: NamesSize %d is negative", cfg.NamesSize))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	timeout := orDefault(cfg.Timeout, DefaultTimeout)
+	clients := cfg.Clients
+	if clients.Empty() {
+		clients = rules.DefaultClients()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With(slog.String("component", "dns"))
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	s := &Server{
+		decider: cfg.Decider,
+		fwd:     forwarder{upstreams: ups, timeout: timeout},
+		names:   newNames(orDefault(cfg.NamesSize, DefaultNamesSize)),
+		clients: newAdmission(clients, log),
+		refs:    newRefCache(),
+		log:     log,
+		now:     now,
+		done:    make(chan struct{}),
+	}
+	if cfg.CacheSize >= 0 {
+		s.cache = &cache{c: newClock[cacheKey, *answer](orDefault(cfg.CacheSize, DefaultCacheSize))}
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// orDefault returns v, or def when v is zero.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Names returns the server's memory of which name each address was
+// resolved for.
+func (s *Server) Names() *Names { return s.names }
+
+// shutdownGrace bounds how long stopping waits for handlers to return; all
+// their waits end with the server's context, so this is a safety net.
+const shutdownGrace = 5 * time.Second
+
+// Serve answers DNS on udp and tcp (either may be nil, not both) until ctx
+// is done or Shutdown is called, then stops cleanly: it closes both, ends
+// pending delays and upstream exchanges, waits for handlers to return and
+// returns nil. It returns an error if a listener fails, and
+// ErrServerClosed if the server was already used or shut down. Serve may
+// be called once; it owns udp and tcp from then on.
+func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
+	if udp == nil && tcp == nil {
+		return errors.New("dnsblock: Serve needs a UDP or a TCP listener")
+	}
+	s.mu.Lock()
+	if s.serving || s.ctx.Err() != nil {
+		s.mu.Unlock()
+		closeAll(udp, tcp)
+		return ErrServerClosed
+	}
+	s.serving = true
+	s.mu.Unlock()
+	defer close(s.done)
+	defer s.cancel()
+
+	var runs []*run
+	if udp != nil {
+		runs = append(runs, startRun(&dns.Server{PacketConn: udp, Handler: s, UDPSize: bufSize}))
+	}
+	if tcp != nil {
+		runs = append(runs, startRun(&dns.Server{Listener: tcp, Handler: s}))
+	}
+	attrs := []any{}
+	if udp != nil {
+		attrs = append(attrs, slog.String("udp", udp.LocalAddr().String()))
+	}
+	if tcp != nil {
+		attrs = append(attrs, slog.String("tcp", tcp.Addr().String()))
+	}
+	s.log.Info("dns serving", attrs...)
+
+	var failed error
+	select {
+	case <-ctx.Done():
+	case <-s.ctx.Done():
+	case failed = <-runs[0].done:
+		runs[0].finished = true
+	case failed = <-runs[len(runs)-1].done: // the same run when there is one
+		runs[len(runs)-1].finished = true
+	}
+	// Cancel first: handlers waiting on a delay or an upstream return at
+	// once, so that the shutdowns below do not wait for them.
+	s.cancel()
+	var errs []error
+	if failed != nil {
+		errs = append(errs, fmt.Errorf("dnsblock: serve: %w", failed))
+	}
+	for _, r := range runs {
+		if err := r.stop(); err != nil {
+			errs = append(errs, fmt.Errorf("dnsblock: shutdown: %w", err))
+		}
+	}
+	closeAll(udp, tcp) // miekg closes them too; this covers a run that never started
+	s.log.Info("dns stopped")
+	return errors.Join(errs...)
+}
+
+// run is one miekg/dns server of Serve.
+type run struct {
+	srv      *dns.Server
+	started  chan struct{}
+	done     chan error
+	finished bool // done has been received
+}
+
+func startRun(srv *dns.Server) *run {
+	r := &run{srv: srv, started: make(chan struct{}), done: make(chan error, 1)}
+	srv.NotifyStartedFunc = func() { close(r.started) }
+	go func() { r.done <- srv.ActivateAndServe() }()
+	return r
+}
+
+// stop shuts the server down and waits for it to return.
+func (r *run) stop() error {
+	if r.finished {
+		return nil
+	}
+	select {
+	case <-r.started:
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := r.srv.ShutdownContext(ctx); err != nil {
+			return err
+		}
+	case err := <-r.done: // it never started
+		return err
+	}
+	return <-r.done
+}
+
+func closeAll(udp net.PacketConn, tcp net.Listener) {
+	if udp != nil {
+		udp.Close()
+	}
+	if tcp != nil {
+		tcp.Close()
+	}
+}
+
+// Shutdown stops the server: Serve returns, and Shutdown waits for it. It
+// may be called before Serve (which then returns ErrServerClosed at once)
+// and more than once.
+func (s *Server) Shutdown() error {
+	s.mu.Lock()
+	s.cancel()
+	serving := s.serving
+	s.mu.Unlock()
+	if serving {
+		<-s.done
+	}
+	return nil
+}
