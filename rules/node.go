@@ -128,7 +128,7 @@ func sortedKeys[V any](m map[string]V) string {
 	}
 	sort.Strings(keys)
 	if len(keys) == 0 {
-		return "none defined"
+		return "none"
 	}
 	return strings.Join(keys, ", ")
 }

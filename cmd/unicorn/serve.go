@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/chaos-unicorn/unicorn/dnsblock"
+	"github.com/chaos-unicorn/unicorn/proxy"
+	"github.com/chaos-unicorn/unicorn/rules"
+	"github.com/urfave/cli/v2"
+)
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the DNS sinkhole and the HTTP(S) proxy with the active scenarios",
+		Description: `Listens for DNS (UDP and TCP) and HTTP proxy requests (plain and CONNECT) and
+answers both from the active scenarios. Serves loopback and private-range
+clients only unless --allow-clients says otherwise. Listen on a LAN address
+(e.g. --dns 0.0.0.0:53 --proxy 0.0.0.0:8080) so that phones can reach it;
+port 53 needs root or the cap_net_bind_service capability.`,
+		Flags: append(ruleFlags(),
+			&cli.StringSliceFlag{Name: "dns", Value: cli.NewStringSlice("127.0.0.1:5353"), Usage: "DNS listen `ADDR` (UDP and TCP; repeatable; IPv6 as [::1]:5353; \"\" to disable)"},
+			&cli.StringSliceFlag{Name: "proxy", Value: cli.NewStringSlice("127.0.0.1:8080"), Usage: "HTTP proxy listen `ADDR` (repeatable; \"\" to disable)"},
+			&cli.StringSliceFlag{Name: "upstream", Usage: "upstream resolver `ADDR` (repeatable, tried in order; no port means 53; default: the system's from /etc/resolv.conf)"},
+			&cli.StringSliceFlag{Name: "allow-clients", Usage: "serve only clients in `CIDR` (repeatable; default: loopback, private and link-local ranges)"},
+			&cli.DurationFlag{Name: "upstream-timeout", Value: 2 * time.Second, Usage: "answer SERVFAIL when the upstreams have not answered within this `DURATION`"},
+			&cli.DurationFlag{Name: "blackhole-timeout", Value: 60 * time.Second, Usage: "close a blackholed proxy connection after this `DURATION` of silence"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json (to stderr)"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log `LEVEL`: debug, info, warn, error"},
+		),
+		Action: serve,
+	}
+}
+
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, cli.Exit(fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.String("log-level")), 2)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.String("log-format") {
+	case "text":
+		return slog.New(slog.NewTextHandler(c.App.ErrWriter, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(c.App.ErrWriter, opts)), nil
+	}
+	return nil, cli.Exit(fmt.Sprintf("--log-format %q: want text or json", c.String("log-format")), 2)
+}
+
+func serve(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	engine, err := newEngine(c)
+	if err != nil {
+		return err
+	}
+	clients, err := clientSet(c.StringSlice("allow-clients"))
+	if err != nil {
+		return err
+	}
+	dnsAddrs, proxyAddrs := nonEmpty(c.StringSlice("dns")), nonEmpty(c.StringSlice("proxy"))
+	if len(dnsAddrs) == 0 && len(proxyAddrs) == 0 {
+		return cli.Exit("nothing to serve: give --dns or --proxy an address", 2)
+	}
+
+	// Listen on everything before serving anything, so that a port in use
+	// fails the start and not half of it.
+	var lns listeners
+	defer lns.closeAll()
+	for _, a := range dnsAddrs {
+		if err := lns.listenDNS(a); err != nil {
+			return err
+		}
+	}
+	for _, a := range proxyAddrs {
+		if err := lns.listenProxy(a); err != nil {
+			return err
+		}
+	}
+	upstreams, err := upstreamList(c.StringSlice("upstream"), lns.dnsAddrs())
+	if err != nil {
+		return err
+	}
+
+	var servers []*dnsblock.Server
+	for range lns.udp {
+		s, err := dnsblock.NewServer(dnsblock.Config{
+			Decider: engine, Upstreams: upstreams, Timeout: c.Duration("upstream-timeout"),
+			Clients: clients, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		servers = append(servers, s)
+	}
+	px, err := proxy.New(proxy.Config{
+		Decider:          engine,
+		Resolver:         upstreamResolver(upstreams, c.Duration("upstream-timeout")),
+		Clients:          clients,
+		BlackholeTimeout: c.Duration("blackhole-timeout"),
+		Logger:           log,
+		Info:             func() proxy.PageInfo { return pageInfo(engine, lns.proxyAddrs(), lns.dnsAddrs()) },
+	})
+	if err != nil {
+		return err
+	}
+
+	printBanner(c.App.Writer, engine, lns, upstreams, clients)
+	log.Info("serving", "scenarios", activeNames(engine), "upstreams", upstreams, "clients", clients.String())
+
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(servers)+len(lns.proxy))
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- s.Serve(ctx, lns.udp[i], lns.tcp[i])
+		}()
+	}
+	for _, l := range lns.proxy {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- px.Serve(l)
+		}()
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+	case first = <-errc:
+		log.Error("a listener stopped", "err", first)
+	}
+	cancel()
+	px.Close()
+	for _, s := range servers {
+		s.Shutdown()
+	}
+	wg.Wait()
+	return first
+}
+
+// listeners holds every socket serve opened, in flag order.
+type listeners struct {
+	udp   []net.PacketConn
+	tcp   []net.Listener // DNS over TCP, one per udp
+	proxy []net.Listener
+}
+
+func (l *listeners) listenDNS(addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return listenErr("--dns", addr, err)
+	}
+	// Port 0 picks a free UDP port; TCP takes the same one.
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return listenErr("--dns", addr, err)
+	}
+	l.udp, l.tcp = append(l.udp, pc), append(l.tcp, ln)
+	return nil
+}
+
+func (l *listeners) listenProxy(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return listenErr("--proxy", addr, err)
+	}
+	l.proxy = append(l.proxy, ln)
+	return nil
+}
+
+func (l *listeners) dnsAddrs() []string {
+	var s []string
+	for _, pc := range l.udp {
+		s = append(s, pc.LocalAddr().String())
+	}
+	return s
+}
+
+func (l *listeners) proxyAddrs() []string {
+	var s []string
+	for _, ln := range l.proxy {
+		s = append(s, ln.Addr().String())
+	}
+	return s
+}
+
+// closeAll closes what serve did not hand to a server; closing twice is harmless.
+func (l *listeners) closeAll() {
+	for _, pc := range l.udp {
+		pc.Close()
+	}
+	for _, ln := range append(l.tcp, l.proxy...) {
+		ln.Close()
+	}
+}
+
+// listenErr turns a listen failure into advice.
+func listenErr(flag, addr string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		return cli.Exit(fmt.Sprintf("cannot listen on %s (%s): permission denied.\n"+
+			"Ports below 1024 need privileges: run as root, or grant the binary the capability once with\n"+
+			"  sudo setcap cap_net_bind_service=+ep %s\n"+
+			"or pick a port above 1023, e.g. %s %s", addr, flag, exePath(), flag, suggest(addr, flag)), 1)
+	case errors.Is(err, syscall.EADDRINUSE):
+		return cli.Exit(fmt.Sprintf("cannot listen on %s (%s): the address is already in use.\n"+
+			"Stop the other program or pick another port, e.g. %s %s", addr, flag, flag, suggest(addr, flag)), 1)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return cli.Exit(fmt.Sprintf("cannot listen on %s (%s): this machine has no such address.\n"+
+			"Use one of its own addresses (ip addr), 127.0.0.1, or 0.0.0.0 for all", addr, flag), 1)
+	}
+	return cli.Exit(fmt.Sprintf("cannot listen on %s (%s): %v", addr, flag, err), 1)
+}
+
+func suggest(addr, flag string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = "127.0.0.1"
+	}
+	port := "8080"
+	if flag == "--dns" {
+		port = "5353"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func exePath() string {
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return "$(which unicorn)"
+}
+
+func nonEmpty(list []string) []string {
+	var out []string
+	for _, s := range list {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func clientSet(cidrs []string) (rules.ClientSet, error) {
+	if len(cidrs) == 0 {
+		return rules.DefaultClients(), nil
+	}
+	var ps []netip.Prefix
+	for _, s := range cidrs {
+		p, err := rules.ParsePrefix(s)
+		if err != nil {
+			return rules.ClientSet{}, cli.Exit(fmt.Sprintf("--allow-clients %q: not an address or CIDR (want e.g. 192.0.2.0/24)", s), 2)
+		}
+		ps = append(ps, p)
+	}
+	return rules.NewClientSet(ps...), nil
+}
+
+// upstreamList normalises --upstream, or reads the system's resolvers. It
+// refuses unicorn's own DNS addresses: forwarding to itself would loop.
+func upstreamList(flags []string, own []string) ([]string, error) {
+	var ups []string
+	if len(flags) == 0 {
+		sys, err := dnsblock.SystemUpstreams("/etc/resolv.conf")
+		if err != nil || len(sys) == 0 {
+			return nil, cli.Exit(fmt.Sprintf("no upstream resolver: /etc/resolv.conf gave none (%v); give one with --upstream ADDR", err), 2)
+		}
+		flags = sys
+	}
+	for _, f := range flags {
+		u, err := dnsblock.NormalizeUpstream(f)
+		if err != nil {
+			return nil, cli.Exit(fmt.Sprintf("--upstream %q: %v", f, err), 2)
+		}
+		for _, o := range own {
+			if u == o {
+				return nil, cli.Exit(fmt.Sprintf("--upstream %s is unicorn's own DNS address: questions would loop; name a real resolver", u), 2)
+			}
+		}
+		ups = append(ups, u)
+	}
+	return ups, nil
+}
+
+// upstreamResolver resolves the proxy's allowed hosts at the upstream
+// resolvers, in order, never through unicorn's own DNS rules.
+func upstreamResolver(upstreams []string, timeout time.Duration) *net.Resolver {
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			d := net.Dialer{Timeout: timeout}
+			var errs []error
+			for _, u := range upstreams {
+				c, err := d.DialContext(ctx, network, u)
+				if err == nil {
+					return c, nil
+				}
+				errs = append(errs, err)
+			}
+			return nil, errors.Join(errs...)
+		},
+	}
+}
+
+func activeNames(e *rules.Engine) []string {
+	var names []string
+	for _, sc := range e.Active() {
+		names = append(names, sc.Name)
+	}
+	return names
+}
+
+func pageInfo(e *rules.Engine, proxyAddrs, dnsAddrs []string) proxy.PageInfo {
+	info := proxy.PageInfo{ProxyAddrs: proxyAddrs, DNSAddrs: dnsAddrs}
+	for _, sc := range e.Active() {
+		info.Scenarios = append(info.Scenarios, proxy.ScenarioInfo{Name: sc.Name, Description: sc.Description, Services: sc.Services()})
+	}
+	return info
+}
+
+// printBanner tells the user what to point devices and tools at.
+func printBanner(w io.Writer, e *rules.Engine, l listeners, upstreams []string, clients rules.ClientSet) {
+	fmt.Fprintf(w, "unicorn %s: scenarios %s\n", version, strings.Join(activeNames(e), ", "))
+	for _, a := range l.dnsAddrs() {
+		host, port, _ := net.SplitHostPort(a)
+		fmt.Fprintf(w, "DNS    %-22s try: dig @%s -p %s mainnet.infura.io\n", a, host, port)
+	}
+	for _, a := range l.proxyAddrs() {
+		fmt.Fprintf(w, "proxy  %-22s try: curl -x http://%s https://api.etherscan.io/   (page: http://%s/)\n", a, a, a)
+	}
+	fmt.Fprintf(w, "upstream resolvers %s; serving clients %s\n", strings.Join(upstreams, ", "), clients)
+	fmt.Fprintln(w, "Ctrl-C stops.")
+}
