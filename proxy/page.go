@@ -33,6 +33,36 @@ type pageData struct {
 	PageInfo
 	Host, Port string // the proxy address the device reached
 	PACURL     string
+	DNS        []dnsHint
+}
+
+// dnsHint is a DNS server address as a device should enter it.
+type dnsHint struct {
+	Addr string // an address the device can reach
+	Note string // why it may not work for a phone, or ""
+}
+
+// dnsHints turns listen addresses into what a device enters: a wildcard
+// listener is shown as the address the device reached the proxy on, and a
+// port other than 53 is flagged, since phones cannot set a DNS port.
+func dnsHints(addrs []string, reached string) []dnsHint {
+	var hints []dnsHint
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			host = reached
+		}
+		h := dnsHint{Addr: host}
+		if port != "53" {
+			h.Addr = net.JoinHostPort(host, port)
+			h.Note = "phones can only use port 53: start unicorn with --dns 0.0.0.0:53"
+		}
+		hints = append(hints, h)
+	}
+	return hints
 }
 
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
@@ -56,7 +86,7 @@ code{background:#eee;padding:0 .2em}li{margin:.3em 0}</style></head>
 server <code>{{.Host}}</code>, port <code>{{.Port}}</code>.
 Or Automatic, with <code>{{.PACURL}}</code>.</p>
 {{- if .ProxyAddrs}}<p>Other proxy addresses:{{range .ProxyAddrs}} <code>{{.}}</code>{{end}}</p>{{end}}
-{{- if .DNSAddrs}}<p><b>DNS:</b> Wi-Fi settings → this network → DNS → Manual:{{range .DNSAddrs}} <code>{{.}}</code>{{end}}</p>{{end}}
+{{- if .DNS}}<p><b>DNS:</b> Wi-Fi settings → this network → DNS → Manual:{{range .DNS}} <code>{{.Addr}}</code>{{if .Note}} ({{.Note}}){{end}}{{end}}</p>{{end}}
 </body></html>
 `))
 
@@ -76,6 +106,7 @@ func (p *Proxy) servePage(w http.ResponseWriter, r *http.Request) {
 		if p.info != nil {
 			d.PageInfo = p.info()
 		}
+		d.DNS = dnsHints(d.DNSAddrs, host)
 		var b bytes.Buffer
 		if err := pageTemplate.Execute(&b, d); err != nil {
 			p.log.Error("landing page", "err", err)

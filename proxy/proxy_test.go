@@ -25,7 +25,7 @@ func TestLandingPage(t *testing.T) {
 	w := newWorld(t, worldConfig{Info: func() proxy.PageInfo {
 		return proxy.PageInfo{
 			Scenarios: []proxy.ScenarioInfo{{Name: "cud-2019", Description: "Infura is down", Services: []string{"infura"}}},
-			DNSAddrs:  []string{"192.0.2.1"},
+			DNSAddrs:  []string{"0.0.0.0:53", "192.0.2.1:5353"},
 		}
 	}})
 	get := func(path string) (*http.Response, string) {
@@ -39,7 +39,10 @@ func TestLandingPage(t *testing.T) {
 	}
 	resp, body := get("/")
 	_, port, _ := net.SplitHostPort(w.Addr)
-	for _, s := range []string{"cud-2019", "Infura is down", `name="viewport"`, "192.0.2.1", "<code>" + port + "</code>"} {
+	host, _, _ := net.SplitHostPort(w.Addr)
+	for _, s := range []string{"cud-2019", "Infura is down", `name="viewport"`, "<code>" + port + "</code>",
+		"DNS → Manual: <code>" + host + "</code> <code>", // the wildcard DNS listener, as the device reached it
+		"<code>192.0.2.1:5353</code> (phones can only use port 53"} {
 		if !strings.Contains(body, s) {
 			t.Errorf("page lacks %q", s)
 		}
