@@ -105,23 +105,30 @@ func compile(set *Set, active []string) (*snapshot, error) {
 		interned[k] = uint32(len(s.lists) - 1)
 		return interned[k]
 	}
-	srcs := map[*nameList]uint16{}
+	srcs := map[*nameList]uint32{}
+	var srcErr error
 	addNames := func(l *nameList, rule int32, exact bool) {
 		if l.len() == 0 {
 			return
 		}
 		src, ok := srcs[l]
 		if !ok {
-			src = s.names.addSource(l.data)
+			var err error
+			if src, err = s.names.addSource(l.data); err != nil {
+				srcErr = err
+				return
+			}
 			srcs[l] = src
 		}
 		l.each(func(name []byte, off int) {
-			e := s.names.insert(src, off, len(name))
-			if exact {
-				e.exact = extend(e.exact, rule)
-			} else {
-				e.suffix = extend(e.suffix, rule)
-			}
+			s.names.update(src, off, len(name), func(p listPair) listPair {
+				if exact {
+					p.exact = extend(p.exact, rule)
+				} else {
+					p.suffix = extend(p.suffix, rule)
+				}
+				return p
+			})
 		})
 	}
 	for i, r := range s.rules {
@@ -139,6 +146,9 @@ func compile(set *Set, active []string) (*snapshot, error) {
 		if len(svc.Regex) > 0 {
 			s.regex = append(s.regex, id)
 		}
+	}
+	if srcErr != nil {
+		return nil, srcErr
 	}
 	return s, nil
 }
@@ -161,13 +171,13 @@ func (s *snapshot) decide(f *Flow) Decision {
 		}
 	}
 	if host := trimDot(f.Host); host != "" {
-		if e := s.names.find(host); e != nil && e.exact != 0 {
-			consider(e.exact)
+		if p := s.names.find(host); p.exact != 0 {
+			consider(p.exact)
 		}
 		// Walk the labels: a.b.example.com, b.example.com, example.com, com.
 		for rest := host; rest != ""; {
-			if e := s.names.find(rest); e != nil && e.suffix != 0 {
-				consider(e.suffix)
+			if p := s.names.find(rest); p.suffix != 0 {
+				consider(p.suffix)
 			}
 			i := strings.IndexByte(rest, '.')
 			if i < 0 {

@@ -45,8 +45,9 @@ func FuzzName(f *testing.F) {
 		var l nameList
 		l.add(n)
 		tb := newNameTable(1)
-		tb.insert(tb.addSource(l.data), 0, len(n))
-		if tb.find(strings.ToUpper(n)) == nil {
+		src, _ := tb.addSource(l.data)
+		tb.update(src, 0, len(n), func(listPair) listPair { return listPair{suffix: 1} })
+		if tb.find(strings.ToUpper(n)).suffix != 1 {
 			t.Fatalf("table does not find %q in upper case", n)
 		}
 	})

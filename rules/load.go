@@ -83,6 +83,10 @@ func load(fsys fs.FS, paths []string) (*Set, error) {
 func (ld *loader) finish() (*Set, error) {
 	ld.resolve()
 	ld.set.Skipped = ld.skipped
+	for _, svc := range ld.set.Services {
+		svc.domains.trim()
+		svc.hosts.trim()
+	}
 	if err := ld.errs.err(); err != nil {
 		return nil, err
 	}

@@ -22,6 +22,14 @@ func (l *nameList) add(name string) {
 
 func (l *nameList) len() int { return l.n }
 
+// trim drops the spare capacity that growing left behind, which for a big
+// list is up to a quarter of its size.
+func (l *nameList) trim() {
+	if cap(l.data)-len(l.data) > 4096 {
+		l.data = append([]byte(nil), l.data...)
+	}
+}
+
 // each calls fn with every name and its offset in l.data.
 func (l *nameList) each(fn func(name []byte, off int)) {
 	off := 0
@@ -122,14 +130,20 @@ func hashName[S string | []byte](s S) uint32 {
 }
 
 // nameEntry is one key of a nameTable: a name stored in one of the table's
-// source lists, and the rule lists it leads to.
+// source lists, and the pair of rule lists it leads to. 12 bytes, since a
+// million-name list keeps a million of them.
 type nameEntry struct {
-	src    uint16 // index into nameTable.srcs
-	n      uint16 // length of the name
-	off    uint32 // offset of the name in the source's data
-	suffix uint32 // rule list for "domains" (the name and its subdomains)
-	exact  uint32 // rule list for "hosts" (the name only)
+	off  uint32 // offset of the name in its source's data
+	meta uint32 // source index << 8 | name length
+	pair uint32 // index into nameTable.pairs
 }
+
+// maxSources bounds the name lists one table can index (meta's 24 bits).
+const maxSources = 1 << 24
+
+// listPair is the rule lists of one name: for "domains" (the name and its
+// subdomains) and for "hosts" (the name only).
+type listPair struct{ suffix, exact uint32 }
 
 // nameTable maps names to rule lists by open addressing over entries. It
 // holds no copy of the names: entries point into the services' nameLists.
@@ -138,19 +152,24 @@ type nameTable struct {
 	srcs    [][]byte
 	entries []nameEntry
 	slots   []uint32 // 0 is empty, else entry index + 1
-	mask    uint32
+	pairs   []listPair
+	pairIDs map[listPair]uint32
 }
 
 func newNameTable(sizeHint int) *nameTable {
-	size := 16
-	for size < sizeHint*2 {
-		size <<= 1
-	}
-	return &nameTable{slots: make([]uint32, size), mask: uint32(size - 1), entries: make([]nameEntry, 0, sizeHint)}
+	t := &nameTable{entries: make([]nameEntry, 0, sizeHint), pairs: []listPair{{}}, pairIDs: map[listPair]uint32{{}: 0}}
+	t.slots = make([]uint32, max(16, sizeHint*4/3+1))
+	return t
+}
+
+// home is the first slot to probe for hash h: the hash scaled to the
+// table's size, which need not be a power of two.
+func (t *nameTable) home(h uint32) int {
+	return int(uint64(h) * uint64(len(t.slots)) >> 32)
 }
 
 func (t *nameTable) key(e *nameEntry) []byte {
-	return t.srcs[e.src][e.off : e.off+uint32(e.n)]
+	return t.srcs[e.meta>>8][e.off : e.off+e.meta&0xff]
 }
 
 func equalFold(stored []byte, s string) bool {
@@ -165,55 +184,75 @@ func equalFold(stored []byte, s string) bool {
 	return true
 }
 
-// find returns the entry for name, or nil.
-func (t *nameTable) find(name string) *nameEntry {
+// find returns the rule lists for name; the zero pair when it has none.
+func (t *nameTable) find(name string) listPair {
 	if len(t.entries) == 0 {
-		return nil
+		return listPair{}
 	}
-	for i := hashName(name) & t.mask; ; i = (i + 1) & t.mask {
+	for i := t.home(hashName(name)); ; {
 		s := t.slots[i]
 		if s == 0 {
-			return nil
+			return listPair{}
 		}
 		if e := &t.entries[s-1]; equalFold(t.key(e), name) {
-			return e
+			return t.pairs[e.pair]
+		}
+		if i++; i == len(t.slots) {
+			i = 0
 		}
 	}
 }
 
-// insert returns the entry for the name at src[off:off+n], adding it when
-// it is new. The name must already be lowercase.
-func (t *nameTable) insert(src uint16, off, n int) *nameEntry {
+// update sets the rule lists of the name at src[off:off+n], adding the
+// name when it is new; fn gets the current lists and returns the new ones.
+// The name must already be lowercase.
+func (t *nameTable) update(src uint32, off, n int, fn func(listPair) listPair) {
 	name := t.srcs[src][off : off+n]
-	if len(t.entries)*4 >= len(t.slots)*3 {
+	if (len(t.entries)+1)*4 > len(t.slots)*3 {
 		t.grow()
 	}
-	i := hashName(name) & t.mask
-	for ; t.slots[i] != 0; i = (i + 1) & t.mask {
+	i := t.home(hashName(name))
+	for t.slots[i] != 0 {
 		if e := &t.entries[t.slots[i]-1]; bytes.Equal(t.key(e), name) {
-			return e
+			e.pair = t.pairID(fn(t.pairs[e.pair]))
+			return
+		}
+		if i++; i == len(t.slots) {
+			i = 0
 		}
 	}
-	t.entries = append(t.entries, nameEntry{src: src, n: uint16(n), off: uint32(off)})
+	t.entries = append(t.entries, nameEntry{off: uint32(off), meta: src<<8 | uint32(n), pair: t.pairID(fn(listPair{}))})
 	t.slots[i] = uint32(len(t.entries))
-	return &t.entries[len(t.entries)-1]
+}
+
+func (t *nameTable) pairID(p listPair) uint32 {
+	id, ok := t.pairIDs[p]
+	if !ok {
+		id = uint32(len(t.pairs))
+		t.pairs = append(t.pairs, p)
+		t.pairIDs[p] = id
+	}
+	return id
 }
 
 func (t *nameTable) grow() {
-	size := len(t.slots) * 2
-	t.slots = make([]uint32, size)
-	t.mask = uint32(size - 1)
+	t.slots = make([]uint32, len(t.slots)*2)
 	for idx := range t.entries {
-		i := hashName(t.key(&t.entries[idx])) & t.mask
+		i := t.home(hashName(t.key(&t.entries[idx])))
 		for t.slots[i] != 0 {
-			i = (i + 1) & t.mask
+			if i++; i == len(t.slots) {
+				i = 0
+			}
 		}
 		t.slots[i] = uint32(idx + 1)
 	}
 }
 
 // addSource registers a name list's bytes and returns its index.
-func (t *nameTable) addSource(data []byte) uint16 {
+func (t *nameTable) addSource(data []byte) (uint32, error) {
+	if len(t.srcs) >= maxSources {
+		return 0, fmt.Errorf("more than %d name lists", maxSources)
+	}
 	t.srcs = append(t.srcs, data)
-	return uint16(len(t.srcs) - 1)
+	return uint32(len(t.srcs) - 1), nil
 }

@@ -163,18 +163,27 @@ type listeners struct {
 }
 
 func (l *listeners) listenDNS(addr string) error {
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return listenErr("--dns", addr, err)
+	_, port, _ := net.SplitHostPort(addr)
+	// Port 0 lets the system pick a UDP port; TCP must take the same one,
+	// which another program may hold: then pick again, a bounded number of times.
+	tries := 1
+	if port == "0" {
+		tries = 20
 	}
-	// Port 0 picks a free UDP port; TCP takes the same one.
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	var err error
+	for range tries {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return listenErr("--dns", addr, err)
+		}
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			l.udp, l.tcp = append(l.udp, pc), append(l.tcp, ln)
+			return nil
+		}
 		pc.Close()
-		return listenErr("--dns", addr, err)
 	}
-	l.udp, l.tcp = append(l.udp, pc), append(l.tcp, ln)
-	return nil
+	return listenErr("--dns", addr, err)
 }
 
 func (l *listeners) listenProxy(addr string) error {
