@@ -1,0 +1,48 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Result is what a finished unicorn command left behind.
+type Result struct {
+	Stdout, Stderr string
+	// Code is the exit code; -1 if the command was killed.
+	Code int
+	// Elapsed is the wall time from start to exit.
+	Elapsed time.Duration
+}
+
+// Run runs the unicorn binary with args to completion, at most RunTimeout
+// (then it is killed by its own pid and tb fails), and returns its output
+// and exit code. A non-zero exit is not a failure: tests assert on it.
+func Run(tb testing.TB, args ...string) Result {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), RunTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(tb), args...)
+	cmd.Env = cleanEnv()
+	cmd.WaitDelay = pipeDelay
+	stdout, stderr := newLines(), newLines()
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	start := time.Now()
+	err := cmd.Run()
+	r := Result{Stdout: stdout.String(), Stderr: stderr.String(), Elapsed: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	default:
+		tb.Fatalf("testbed: unicorn %s: %v", strings.Join(args, " "), err)
+	}
+	if ctx.Err() != nil {
+		tb.Fatalf("testbed: unicorn %s did not finish within %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), RunTimeout, r.Stdout, r.Stderr)
+	}
+	return r
+}
