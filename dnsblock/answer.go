@@ -34,16 +34,20 @@ var sinkholeAddrs = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified(
 // servFail is what a client gets when no upstream answered.
 var servFail = synth{rcode: dns.RcodeServerFailure, ede: dns.ExtendedErrorCodeNoReachableAuthority}
 
-// answer turns a decision into the reply: the one place where DNS meaning
-// is given to rules' actions.
-func (s *Server) answer(w dns.ResponseWriter, req *dns.Msg, q *dns.Question, tcp bool, d rules.Decision) {
+// respond turns a decision into the reply: the one place where DNS
+// meaning is given to rules' actions. It writes the reply into b (which it
+// may grow) and returns it, or returns nil: with fwd false for no reply at
+// all (blackhole), with fwd true when the answer must come from forward,
+// after delay. A cache hit is answered here, so that the UDP loop can
+// answer it without handing the query to a goroutine.
+func (s *Server) respond(b []byte, q *request, tcp bool, d rules.Decision) (reply []byte, fwd bool, delay time.Duration) {
 	p := d.Params() // nil when no rule decided
 	var sy synth
 	switch d.Action {
 	case rules.ActionBlackhole:
 		// No reply. Over TCP miekg/dns keeps the connection open and
 		// silent until the client gives up or its idle timeout passes.
-		return
+		return nil, false, 0
 	case rules.ActionReject:
 		sy = rejectReplies[rules.RCodeNXDomain]
 		if p != nil && int(p.RCode) < len(rejectReplies) {
@@ -57,15 +61,16 @@ func (s *Server) answer(w dns.ResponseWriter, req *dns.Msg, q *dns.Question, tcp
 			sy.addrs = p.Addrs
 		}
 	case rules.ActionDelay:
-		s.forward(w, req, q, tcp, delayOf(p))
-		return
+		return nil, true, delayOf(p)
 	default:
 		// Allow, and defensively any action with no DNS meaning: rules/
 		// never sends those here (Action.AppliesTo).
-		s.forward(w, req, q, tcp, 0)
-		return
+		if r := s.cachedReply(b, q, tcp); r != nil {
+			return r, false, 0
+		}
+		return nil, true, 0
 	}
-	s.writeSynth(w, req, q, tcp, sy, blockTTL(p), d.Rule)
+	return s.synthReply(b, q, tcp, sy, blockTTL(p), d.Rule), false, 0
 }
 
 // blockTTL is the TTL of a blocked answer in seconds.
@@ -90,39 +95,35 @@ func delayOf(p *rules.Params) time.Duration {
 	return d
 }
 
-// writeSynth writes a reply unicorn makes up itself: the question as
-// asked, the addresses of sy that fit the question's type, else the SOA if
-// sy asks for one, and, for EDNS clients, an Extended DNS Error naming
-// rule. It respects the client's size limit, setting TC if answers are cut.
-func (s *Server) writeSynth(w dns.ResponseWriter, req *dns.Msg, q *dns.Question, tcp bool, sy synth, ttl uint32, rule *rules.Rule) {
-	opt := req.IsEdns0()
-	limit := clientLimit(opt, tcp)
+// synthReply writes into b a reply unicorn makes up itself: the question
+// as asked, the addresses of sy that fit the question's type, else the SOA
+// if sy asks for one, and, for EDNS clients, an Extended DNS Error naming
+// rule. It respects the client's size limit, setting TC if answers are
+// cut.
+func (s *Server) synthReply(b []byte, q *request, tcp bool, sy synth, ttl uint32, rule *rules.Rule) []byte {
+	limit := q.limit(tcp)
 	var text string
 	reserve := 0
-	if opt != nil {
+	if q.edns {
 		if sy.ede != noEDE {
 			text = s.refs.get(rule)
 			reserve = edeLen
 		}
 		// The header, the question and the OPT record must fit at least.
-		if headerLen+len(q.Name)+5+optLen+reserve+len(text) > limit {
+		if headerLen+len(q.qwire)+optLen+reserve+len(text) > limit {
 			text = ""
 		}
 		reserve += optLen + len(text)
 	}
-	size := headerLen + len(q.Name) + 5 + len(sy.addrs)*(12+16) + soaLen + reserve
-	buf, pooled := getBuf(min(size, limit))
-	defer putBuf(pooled)
-
-	mb := msgBuilder{b: buf}
-	if err := mb.start(req, sy.rcode, limit, reserve); err != nil {
-		s.writeBare(w, req, dns.RcodeFormatError)
-		return
+	if size := min(headerLen+len(q.qwire)+len(sy.addrs)*(12+16)+soaLen+reserve, limit); cap(b) < size {
+		b = make([]byte, 0, size)
 	}
+	mb := msgBuilder{b: b}
+	mb.start(q, sy.rcode, limit, reserve)
 	answered := false
 	for _, a := range sy.addrs {
 		a = a.Unmap()
-		if (q.Qtype == dns.TypeA && a.Is4()) || (q.Qtype == dns.TypeAAAA && a.Is6()) {
+		if (q.qtype == dns.TypeA && a.Is4()) || (q.qtype == dns.TypeAAAA && a.Is6()) {
 			if !mb.addr(a, ttl) {
 				break // TC is set
 			}
@@ -132,23 +133,17 @@ func (s *Server) writeSynth(w dns.ResponseWriter, req *dns.Msg, q *dns.Question,
 	if !answered && sy.soa {
 		mb.soa(ttl)
 	}
-	if opt != nil {
-		mb.opt(opt.Do(), sy.ede, text)
+	if q.edns {
+		mb.opt(q.do, sy.ede, text)
 	}
-	w.Write(mb.finish())
+	return mb.finish()
 }
 
-// writeBare writes a header-and-question reply with rcode and nothing
-// else: no EDNS, no records, so it is never larger than the query.
-func (s *Server) writeBare(w dns.ResponseWriter, req *dns.Msg, rcode int) {
-	buf, pooled := getBuf(bufSize)
-	defer putBuf(pooled)
-	mb := msgBuilder{b: buf}
-	if err := mb.start(req, rcode, dns.MaxMsgSize, 0); err != nil {
-		// The question cannot be echoed; answer with the header alone.
-		r := *req
-		r.Question = nil
-		mb.start(&r, rcode, dns.MaxMsgSize, 0)
-	}
-	w.Write(mb.finish())
+// bareReply writes into b a header-and-question reply with rcode and
+// nothing else: no EDNS, no records, so it is never larger than the query
+// (the question is the client's own bytes, or none).
+func bareReply(b []byte, q *request, rcode int) []byte {
+	mb := msgBuilder{b: b}
+	mb.start(q, rcode, dns.MaxMsgSize, 0)
+	return mb.finish()
 }

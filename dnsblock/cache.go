@@ -158,27 +158,22 @@ func skipName(m []byte, off int) (int, error) {
 	return 0, errUncacheable
 }
 
-// appendReply writes a into b as the reply to req at time now: the
-// client's ID, RD and CD bits, its question as written, TTLs lowered by
-// the time a has been cached, and an OPT record if the client sent one.
-// ok is false when the client's question does not pack to the stored one;
-// b then holds the stored question, for the caller to replace.
-func (a *answer) appendReply(b []byte, req *dns.Msg, opt *dns.OPT, now time.Time) (_ []byte, ok bool) {
+// appendReply writes a into b (which it may grow) as the reply to q at
+// time now: the client's ID, RD and CD bits, its question as written, TTLs
+// lowered by the time a has been cached, and an OPT record if the client
+// sent one. ok is false when the client's question is not the stored one
+// in another letter case; b then holds the stored question, for the
+// caller to replace.
+func (a *answer) appendReply(b []byte, q *request, now time.Time) (_ []byte, ok bool) {
 	b = append(b[:0], a.wire...)
-	binary.BigEndian.PutUint16(b, req.Id)
-	flags := binary.BigEndian.Uint16(b[2:])&^(flagRD|flagCD) | flagRA
-	if req.RecursionDesired {
-		flags |= flagRD
-	}
-	if req.CheckingDisabled {
-		flags |= flagCD
-	}
+	binary.BigEndian.PutUint16(b, q.id)
+	flags := binary.BigEndian.Uint16(b[2:])&^(flagRD|flagCD) | flagRA | q.flags&(flagRD|flagCD)
 	binary.BigEndian.PutUint16(b[2:], flags)
-	// Same name up to letter case, so same length: rewrite in place.
-	ok = true
-	if end, err := dns.PackDomainName(req.Question[0].Name, b[:a.qEnd], headerLen, nil, false); err != nil || end != a.qEnd {
-		copy(b[headerLen:a.qEnd], a.wire[headerLen:a.qEnd]) // undo a partial write
-		ok = false
+	// Same name up to letter case, so same length: copy it in place.
+	n := len(q.qwire) - 4
+	ok = n == a.qEnd-headerLen
+	if ok {
+		copy(b[headerLen:a.qEnd], q.qwire[:n])
 	}
 	if age := now.Sub(a.stored); age >= time.Second {
 		elapsed := uint32(min(age/time.Second, 1<<31))
@@ -187,9 +182,9 @@ func (a *answer) appendReply(b []byte, req *dns.Msg, opt *dns.OPT, now time.Time
 			binary.BigEndian.PutUint32(b[o:], ttl-min(ttl, elapsed))
 		}
 	}
-	if opt != nil {
+	if q.edns {
 		mb := msgBuilder{b: b}
-		mb.opt(opt.Do(), noEDE, "")
+		mb.opt(q.do, noEDE, "")
 		b = mb.b
 		binary.BigEndian.PutUint16(b[10:], binary.BigEndian.Uint16(b[10:])+1)
 	}

@@ -138,35 +138,58 @@ func sameQuestion(r, m *dns.Msg) bool {
 	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
 }
 
+// writer is where a reply goes: a dns.ResponseWriter, or the UDP loop's
+// reply to one client.
+type writer interface {
+	Write([]byte) (int, error)
+}
+
+// cachedReply writes into b the cached answer to q, and returns it; nil
+// when there is none, or when it needs more than a copy and a patch (too
+// big for the client, or stored under a question that packs differently),
+// which forward then handles.
+func (s *Server) cachedReply(b []byte, q *request, tcp bool) []byte {
+	if s.cache == nil {
+		return nil
+	}
+	now := s.now()
+	a := s.cache.get(q.cacheKey(), now)
+	if a == nil || len(a.wire) > q.limit(tcp) {
+		return nil
+	}
+	out, ok := a.appendReply(b, q, now)
+	if !ok || len(out) > q.limit(tcp) {
+		return nil
+	}
+	s.names.refresh(a.name, a.addrs)
+	return out
+}
+
 // forward answers from the cache or the upstreams, after waiting delay
 // (cut short, without an answer, if the server stops). Failures get
-// SERVFAIL, which is never cached.
-func (s *Server) forward(w dns.ResponseWriter, req *dns.Msg, q *dns.Question, tcp bool, delay time.Duration) {
-	opt := req.IsEdns0()
-	key := cacheKey{
-		name:   strings.ToLower(q.Name),
-		qtype:  q.Qtype,
-		qclass: q.Qclass,
-		do:     opt != nil && opt.Do(),
-		cd:     req.CheckingDisabled,
-	}
+// SERVFAIL, which is never cached. q's names must be its own (not
+// aliases): they may be stored.
+func (s *Server) forward(w writer, q *request, tcp bool, delay time.Duration) {
+	key := q.cacheKey()
 	a := s.cache.get(key, s.now())
 	if a != nil {
 		s.names.refresh(a.name, a.addrs)
 	} else {
 		var err error
-		a, err = s.resolve(key, *q)
+		a, err = s.resolve(key, q.question())
 		if err != nil {
-			s.log.Debug("dns upstream failed", slog.String("name", q.Name),
-				slog.String("qtype", qtypeString(q.Qtype)), slog.Any("err", err))
+			s.log.Debug("dns upstream failed", slog.String("name", q.name),
+				slog.String("qtype", qtypeString(q.qtype)), slog.Any("err", err))
 			if s.wait(delay) {
-				s.writeSynth(w, req, q, tcp, servFail, 0, nil)
+				buf, pooled := getBuf(bufSize)
+				defer putBuf(pooled)
+				w.Write(s.synthReply(buf, q, tcp, servFail, 0, nil))
 			}
 			return
 		}
 	}
 	if s.wait(delay) {
-		s.writeAnswer(w, req, opt, tcp, a)
+		s.writeAnswer(w, q, tcp, a)
 	}
 }
 
@@ -204,12 +227,12 @@ func (s *Server) wait(d time.Duration) bool {
 	}
 }
 
-// writeAnswer writes a forwarded answer as the reply to req.
-func (s *Server) writeAnswer(w dns.ResponseWriter, req *dns.Msg, opt *dns.OPT, tcp bool, a *answer) {
+// writeAnswer writes a forwarded answer as the reply to q.
+func (s *Server) writeAnswer(w writer, q *request, tcp bool, a *answer) {
 	buf, pooled := getBuf(len(a.wire) + optLen)
 	defer putBuf(pooled)
-	out, ok := a.appendReply(buf, req, opt, s.now())
-	if limit := clientLimit(opt, tcp); !ok || len(out) > limit {
+	out, ok := a.appendReply(buf, q, s.now())
+	if limit := q.limit(tcp); !ok || len(out) > limit {
 		// Rare: too big for the client, or a question that packs
 		// differently. Let miekg/dns cut it down.
 		var m dns.Msg
@@ -217,7 +240,7 @@ func (s *Server) writeAnswer(w dns.ResponseWriter, req *dns.Msg, opt *dns.OPT, t
 			s.log.Error("dns cached answer unreadable", slog.Any("err", err))
 			return
 		}
-		m.Question = req.Question[:1]
+		m.Question = []dns.Question{q.question()}
 		m.Truncate(limit)
 		var err error
 		if out, err = m.Pack(); err != nil {

@@ -1,10 +1,10 @@
 package dnsblock
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 
 	"github.com/chaos-unicorn/unicorn/rules"
 	"github.com/miekg/dns"
@@ -12,33 +12,64 @@ import (
 
 var _ dns.Handler = (*Server)(nil)
 
-// ServeDNS answers one query. The order of the stages matters:
+// ServeDNS answers one query that miekg/dns has read: the TCP path, and
+// unusual UDP packets the UDP loop leaves to miekg/dns (udp.go). The order
+// of the stages matters, and is the UDP loop's too:
 //
 //  1. who asks: strangers get REFUSED before anything is decided or
 //     forwarded, in a reply no larger than their query (no amplification);
 //  2. is it a question at all: nothing to decide on otherwise;
 //  3. decide, once, before the cache: blocked names never go upstream
 //     and never fill or evict the cache (PERFORMANCE.md);
-//  4. answer the decision (answer.go).
+//  4. answer the decision (answer.go), from the cache or the upstreams
+//     (forward.go) when it lets the question through.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	defer s.recoverPanic()
 	client, tcp := clientAddr(w.RemoteAddr())
+	qbuf, qpooled := getBuf(bufSize)
+	defer putBuf(qpooled)
+	buf, pooled := getBuf(bufSize)
+	defer putBuf(pooled)
+	q, err := requestOf(req, qbuf)
 	if !s.clients.allow(client, network(tcp)) {
-		s.writeBare(w, req, dns.RcodeRefused)
+		w.Write(bareReply(buf, &q, dns.RcodeRefused))
 		return
 	}
 	switch {
 	case len(req.Question) == 0:
-		s.writeBare(w, req, dns.RcodeFormatError)
+		w.Write(bareReply(buf, &q, dns.RcodeFormatError))
 		return
 	case req.Opcode != dns.OpcodeQuery:
-		s.writeBare(w, req, dns.RcodeNotImplemented)
+		w.Write(bareReply(buf, &q, dns.RcodeNotImplemented))
+		return
+	case err != nil: // the name cannot be echoed
+		w.Write(bareReply(buf, &q, dns.RcodeFormatError))
 		return
 	}
-	q := &req.Question[0]
-	d := s.decider.Decide(rules.Flow{Client: client, Layer: rules.LayerDNS, Host: q.Name})
-	s.logDecision(client, q, d)
-	s.answer(w, req, q, tcp, d)
+	d := s.decide(client, &q, false)
+	s.dlog.note(client, &q, d)
+	reply, fwd, delay := s.respond(buf, &q, tcp, d)
+	switch {
+	case reply != nil:
+		w.Write(reply)
+	case fwd:
+		s.forward(w, &q, tcp, delay)
+	}
+}
+
+// decide asks the Decider about q. borrowed says q.name aliases a buffer
+// that the next packet overwrites. rules.Engine.Decide only reads
+// Flow.Host (it hashes and compares it, and runs regexps over it) and
+// returns the deciding Rule, never the host (rules/engine.go,
+// snapshot.decide), so an Engine gets the alias as is and the UDP loop
+// allocates nothing. Any other Decider gets a copy: nothing says it does
+// not keep the string.
+func (s *Server) decide(client netip.Addr, q *request, borrowed bool) rules.Decision {
+	host := q.name
+	if borrowed && !s.borrowHost {
+		host = strings.Clone(host)
+	}
+	return s.decider.Decide(rules.Flow{Client: client, Layer: rules.LayerDNS, Host: host})
 }
 
 // recoverPanic keeps one bad query (or a Decider bug) from taking the whole
@@ -54,29 +85,6 @@ func network(tcp bool) string {
 		return "tcp"
 	}
 	return "udp"
-}
-
-// logDecision logs every decision that is not a plain allow at Info; allow
-// exceptions made by a rule go to Debug.
-func (s *Server) logDecision(client netip.Addr, q *dns.Question, d rules.Decision) {
-	level := slog.LevelInfo
-	if d.Action == rules.ActionAllow {
-		if d.Rule == nil {
-			return
-		}
-		level = slog.LevelDebug
-	}
-	ctx := context.Background()
-	if !s.log.Enabled(ctx, level) {
-		return
-	}
-	attrs := make([]slog.Attr, 0, 8)
-	attrs = append(attrs,
-		slog.String("client", client.String()),
-		slog.String("name", q.Name),
-		slog.String("qtype", qtypeString(q.Qtype)))
-	attrs = append(attrs, d.LogAttrs()...)
-	s.log.LogAttrs(ctx, level, "dns decision", attrs...)
 }
 
 func qtypeString(t uint16) string {

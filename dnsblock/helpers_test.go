@@ -124,6 +124,13 @@ type world struct {
 // and checks that Serve returned nil.
 func newWorld(t testing.TB, cfg Config) *world {
 	t.Helper()
+	return newWorldWith(t, cfg, nil)
+}
+
+// newWorldWith is newWorld, with tweak (if not nil) applied to the server
+// before it serves.
+func newWorldWith(t testing.TB, cfg Config, tweak func(*Server)) *world {
+	t.Helper()
 	w := &world{logs: &logBuffer{}, clock: newTestClock(), served: make(chan struct{})}
 	if cfg.Logger == nil {
 		cfg.Logger = newTestLogger(w.logs)
@@ -134,6 +141,9 @@ func newWorld(t testing.TB, cfg Config) *world {
 	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tweak != nil {
+		tweak(srv)
 	}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

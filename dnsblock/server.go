@@ -1,8 +1,8 @@
-// Package dnsblock owns unicorn's DNS server (UDP and TCP, on miekg/dns):
-// it applies the DNS decisions of rules/, forwards everything else to
-// upstream resolvers through a cache, and remembers which names resolved to
-// which addresses so that IP-level front ends can attribute an address to a
-// name.
+// Package dnsblock owns unicorn's DNS server (UDP on a lean loop of its
+// own, TCP on miekg/dns): it applies the DNS decisions of rules/, forwards
+// everything else to upstream resolvers through a cache, and remembers
+// which names resolved to which addresses so that IP-level front ends can
+// attribute an address to a name.
 package dnsblock
 
 import (
@@ -41,8 +41,9 @@ type Config struct {
 	// NamesSize is how many address-to-name entries Names keeps.
 	// OPTIONAL: zero means DefaultNamesSize.
 	NamesSize int
-	// Logger receives decisions, refused clients and errors, with the
-	// attribute component=dns. OPTIONAL: nil means slog.Default().
+	// Logger receives decisions (repeats folded into summary lines, see
+	// decisionLog), refused clients and errors, with the attribute
+	// component=dns. OPTIONAL: nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of the cache. OPTIONAL: nil means time.Now.
 	Now func() time.Time
@@ -51,14 +52,18 @@ type Config struct {
 // Server is unicorn's DNS front end. It implements dns.Handler, so it can
 // also be mounted on a dns.Server of the caller's own.
 type Server struct {
-	decider rules.Decider
-	fwd     forwarder
-	cache   *cache // nil when caching is off
-	names   *Names
-	clients *admission
-	refs    *refCache
-	log     *slog.Logger
-	now     func() time.Time
+	decider    rules.Decider
+	borrowHost bool // decider keeps no Flow.Host: see decide
+	fwd        forwarder
+	cache      *cache // nil when caching is off
+	names      *Names
+	clients    *admission
+	refs       *refCache
+	log        *slog.Logger
+	dlog       *decisionLog
+	pendingMax int  // maxPending, smaller in tests
+	udpNoBatch bool // tests: see udpServer.noBatch
+	now        func() time.Time
 
 	// ctx is cancelled when the server stops; every wait of a handler
 	// (delay, upstream exchange) ends with it.
@@ -115,15 +120,19 @@ func NewServer(cfg Config) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
+	_, borrow := cfg.Decider.(*rules.Engine)
 	s := &Server{
-		decider: cfg.Decider,
-		fwd:     forwarder{upstreams: ups, timeout: timeout},
-		names:   newNames(orDefault(cfg.NamesSize, DefaultNamesSize)),
-		clients: newAdmission(clients, log),
-		refs:    newRefCache(),
-		log:     log,
-		now:     now,
-		done:    make(chan struct{}),
+		decider:    cfg.Decider,
+		borrowHost: borrow,
+		fwd:        forwarder{upstreams: ups, timeout: timeout},
+		names:      newNames(orDefault(cfg.NamesSize, DefaultNamesSize)),
+		clients:    newAdmission(clients, log),
+		refs:       newRefCache(),
+		log:        log,
+		dlog:       newDecisionLog(log, now),
+		pendingMax: maxPending,
+		now:        now,
+		done:       make(chan struct{}),
 	}
 	if cfg.CacheSize >= 0 {
 		s.cache = &cache{c: newClock[cacheKey, *answer](orDefault(cfg.CacheSize, DefaultCacheSize))}
@@ -154,7 +163,9 @@ const shutdownGrace = 5 * time.Second
 // pending delays and upstream exchanges, waits for handlers to return and
 // returns nil. It returns an error if a listener fails, and
 // ErrServerClosed if the server was already used or shut down. Serve may
-// be called once; it owns udp and tcp from then on.
+// be called once; it owns udp and tcp from then on. A *net.UDPConn is
+// served by dnsblock's own loop (udp.go); any other PacketConn by
+// miekg/dns.
 func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
 	if udp == nil && tcp == nil {
 		return errors.New("dnsblock: Serve needs a UDP or a TCP listener")
@@ -170,8 +181,15 @@ func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener
 	defer close(s.done)
 	defer s.cancel()
 
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		s.dlog.run(s.ctx)
+	}()
 	var runs []*run
-	if udp != nil {
+	if uc, ok := udp.(*net.UDPConn); ok {
+		runs = append(runs, s.startUDP(uc))
+	} else if udp != nil {
 		runs = append(runs, startRun(&dns.Server{PacketConn: udp, Handler: s, UDPSize: bufSize}))
 	}
 	if tcp != nil {
@@ -203,46 +221,49 @@ func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener
 		errs = append(errs, fmt.Errorf("dnsblock: serve: %w", failed))
 	}
 	for _, r := range runs {
-		if err := r.stop(); err != nil {
+		if err := r.stop(r.finished); err != nil {
 			errs = append(errs, fmt.Errorf("dnsblock: shutdown: %w", err))
 		}
 	}
-	closeAll(udp, tcp) // miekg closes them too; this covers a run that never started
+	closeAll(udp, tcp) // the runs close them too; this covers a run that never started
+	<-logged
+	s.dlog.flush()
 	s.log.Info("dns stopped")
 	return errors.Join(errs...)
 }
 
-// run is one miekg/dns server of Serve.
+// run is one serving loop of Serve: a miekg/dns server, or the UDP loop.
 type run struct {
-	srv      *dns.Server
-	started  chan struct{}
-	done     chan error
-	finished bool // done has been received
+	done     chan error // receives once, when the loop has ended
+	finished bool       // done has been received
+	// stop ends the loop, waits for it and its handlers, and returns the
+	// loop's error unless finished.
+	stop func(finished bool) error
 }
 
+// startRun starts a miekg/dns server.
 func startRun(srv *dns.Server) *run {
-	r := &run{srv: srv, started: make(chan struct{}), done: make(chan error, 1)}
-	srv.NotifyStartedFunc = func() { close(r.started) }
+	r := &run{done: make(chan error, 1)}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
 	go func() { r.done <- srv.ActivateAndServe() }()
-	return r
-}
-
-// stop shuts the server down and waits for it to return.
-func (r *run) stop() error {
-	if r.finished {
-		return nil
-	}
-	select {
-	case <-r.started:
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		if err := r.srv.ShutdownContext(ctx); err != nil {
+	r.stop = func(finished bool) error {
+		if finished {
+			return nil
+		}
+		select {
+		case <-started:
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			defer cancel()
+			if err := srv.ShutdownContext(ctx); err != nil {
+				return err
+			}
+		case err := <-r.done: // it never started
 			return err
 		}
-	case err := <-r.done: // it never started
-		return err
+		return <-r.done
 	}
-	return <-r.done
+	return r
 }
 
 func closeAll(udp net.PacketConn, tcp net.Listener) {

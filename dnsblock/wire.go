@@ -94,40 +94,23 @@ type msgBuilder struct {
 	counts [3]uint16 // answer, authority, additional
 }
 
-// start writes the header and the question as the client wrote it.
-// limit is the largest message the client accepts, reserve the room kept
-// for records written with forceRR (the OPT record).
-func (mb *msgBuilder) start(req *dns.Msg, rcode int, limit, reserve int) error {
-	flags := uint16(flagQR|flagRA) | uint16(req.Opcode&0xF)<<11 | uint16(rcode&0xF)
-	if req.RecursionDesired {
-		flags |= flagRD
-	}
-	if req.CheckingDisabled {
-		flags |= flagCD
-	}
+// start writes the header and the question as the client wrote it (none
+// when q.qwire is nil). limit is the largest message the client accepts,
+// reserve the room kept for records written without a check (the OPT
+// record).
+func (mb *msgBuilder) start(q *request, rcode int, limit, reserve int) {
+	flags := uint16(flagQR|flagRA) | q.flags&(0xF<<11|flagRD|flagCD) | uint16(rcode&0xF)
 	var qd uint16
-	if len(req.Question) > 0 {
+	if q.qwire != nil {
 		qd = 1
 	}
-	mb.b = binary.BigEndian.AppendUint16(mb.b[:0], req.Id)
+	mb.b = binary.BigEndian.AppendUint16(mb.b[:0], q.id)
 	mb.b = binary.BigEndian.AppendUint16(mb.b, flags)
 	mb.b = binary.BigEndian.AppendUint16(mb.b, qd)
 	mb.b = append(mb.b, 0, 0, 0, 0, 0, 0)
+	mb.b = append(mb.b, q.qwire...)
 	mb.counts = [3]uint16{}
 	mb.limit = limit - reserve
-	if qd == 0 {
-		return nil
-	}
-	q := &req.Question[0]
-	// A presentation name packs into at most len+1 bytes.
-	end, err := packName(&mb.b, q.Name)
-	if err != nil {
-		return err
-	}
-	mb.b = mb.b[:end]
-	mb.b = binary.BigEndian.AppendUint16(mb.b, q.Qtype)
-	mb.b = binary.BigEndian.AppendUint16(mb.b, q.Qclass)
-	return nil
 }
 
 // packName appends name in uncompressed wire form to *b, growing it as
@@ -221,17 +204,4 @@ func (mb *msgBuilder) finish() []byte {
 		binary.BigEndian.PutUint16(mb.b[6+2*i:], c)
 	}
 	return mb.b
-}
-
-// clientLimit returns the largest reply the client accepts: 64 KiB over
-// TCP; over UDP the size its EDNS0 record advertises, at least 512 (RFC
-// 1035) and at most ednsSize.
-func clientLimit(opt *dns.OPT, tcp bool) int {
-	if tcp {
-		return dns.MaxMsgSize
-	}
-	if opt == nil {
-		return dns.MinMsgSize
-	}
-	return min(max(int(opt.UDPSize()), dns.MinMsgSize), ednsSize)
 }
