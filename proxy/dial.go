@@ -45,15 +45,15 @@ func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port
 	if err := o.steer(p.ask(f)); err != nil || o.final() {
 		return o, err
 	}
-	addrs, err := p.resolver.LookupNetIP(ctx, "ip", host)
+	addrs, err := p.lookup(ctx, host)
 	if err != nil {
 		return o, fmt.Errorf("resolve %s: %w", host, err)
 	}
 	if len(addrs) == 0 {
 		return o, fmt.Errorf("resolve %s: no addresses", host)
 	}
-	// The resolver orders addresses by RFC 6724, so the first is the one
-	// this machine would prefer to reach.
+	// Lookups put the preferred address first (Go's resolver by RFC 6724,
+	// dnsblock's IPv4 first).
 	a := addrs[0].Unmap()
 	o.target = netip.AddrPortFrom(a, port)
 	f.Layer, f.Addr = rules.LayerTCP, a

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,9 @@ type Config struct {
 	// Point it at the upstream resolvers, never at unicorn's own DNS
 	// front end. If nil, net.DefaultResolver is used.
 	Resolver *net.Resolver
+	// Lookup, if set, is used instead of Resolver: cmd passes the DNS
+	// front end's upstream lookup, which shares its failover and cache.
+	Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 	// Dial connects to an already-resolved "ip:port". If nil, a
 	// net.Dialer with a 10 s timeout is used. CONNECT tunnels are
 	// zero-copy only when it returns a *net.TCPConn.
@@ -63,7 +67,7 @@ const maxIdlePerHost = 256
 // Serve and stop it with Close. It is safe for concurrent use.
 type Proxy struct {
 	decider   rules.Decider
-	resolver  *net.Resolver
+	lookup    func(ctx context.Context, host string) ([]netip.Addr, error)
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	clients   rules.ClientSet
 	blackhole time.Duration
@@ -97,7 +101,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{
 		decider:   cfg.Decider,
-		resolver:  cfg.Resolver,
+		lookup:    cfg.Lookup,
 		dial:      cfg.Dial,
 		clients:   cfg.Clients,
 		blackhole: cfg.BlackholeTimeout,
@@ -105,8 +109,14 @@ func New(cfg Config) (*Proxy, error) {
 		info:      cfg.Info,
 		conns:     make(map[net.Conn]struct{}),
 	}
-	if p.resolver == nil {
-		p.resolver = net.DefaultResolver
+	if p.lookup == nil {
+		r := cfg.Resolver
+		if r == nil {
+			r = net.DefaultResolver
+		}
+		p.lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return r.LookupNetIP(ctx, "ip", host)
+		}
 	}
 	if p.dial == nil {
 		p.dial = (&net.Dialer{Timeout: DefaultDialTimeout}).DialContext

@@ -95,8 +95,11 @@ func serve(c *cli.Context) error {
 		return err
 	}
 
+	// One DNS server per --dns address; the first also resolves the
+	// proxy's allowed hosts, with its failover and cache. With no --dns, a
+	// server that never serves does only that.
 	var servers []*dnsblock.Server
-	for range lns.udp {
+	for range max(len(lns.udp), 1) {
 		s, err := dnsblock.NewServer(dnsblock.Config{
 			Decider: engine, Upstreams: upstreams, Timeout: c.Duration("upstream-timeout"),
 			Clients: clients, Logger: log,
@@ -108,7 +111,7 @@ func serve(c *cli.Context) error {
 	}
 	px, err := proxy.New(proxy.Config{
 		Decider:          engine,
-		Resolver:         upstreamResolver(upstreams, c.Duration("upstream-timeout")),
+		Lookup:           servers[0].Lookup,
 		Clients:          clients,
 		BlackholeTimeout: c.Duration("blackhole-timeout"),
 		Logger:           log,
@@ -125,7 +128,7 @@ func serve(c *cli.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers)+len(lns.proxy))
-	for i, s := range servers {
+	for i, s := range servers[:len(lns.udp)] {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -307,26 +310,6 @@ func upstreamList(flags []string, own []string) ([]string, error) {
 		ups = append(ups, u)
 	}
 	return ups, nil
-}
-
-// upstreamResolver resolves the proxy's allowed hosts at the upstream
-// resolvers, in order, never through unicorn's own DNS rules.
-func upstreamResolver(upstreams []string, timeout time.Duration) *net.Resolver {
-	return &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			d := net.Dialer{Timeout: timeout}
-			var errs []error
-			for _, u := range upstreams {
-				c, err := d.DialContext(ctx, network, u)
-				if err == nil {
-					return c, nil
-				}
-				errs = append(errs, err)
-			}
-			return nil, errors.Join(errs...)
-		},
-	}
 }
 
 func activeNames(e *rules.Engine) []string {
