@@ -23,8 +23,9 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 ## bench: Go benchmarks and peer comparisons (dnsmasq, tinyproxy), printed as ratios
+## (about 7 minutes; knobs in bench/README.md, e.g. make bench BENCH_SECONDS=5 BENCH_ONLY=dns)
 bench: build
-	./bench/run.sh
+	GO='$(GO)' ./bench/run.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
