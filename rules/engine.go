@@ -171,12 +171,14 @@ func (s *snapshot) decide(f *Flow) Decision {
 		}
 	}
 	if host := trimDot(f.Host); host != "" {
-		if p := s.names.find(host); p.exact != 0 {
-			consider(p.exact)
-		}
-		// Walk the labels: a.b.example.com, b.example.com, example.com, com.
+		// Walk the labels: a.b.example.com, b.example.com, example.com,
+		// com. The full name may also be an exact host.
 		for rest := host; rest != ""; {
-			if p := s.names.find(rest); p.suffix != 0 {
+			p := s.names.find(rest)
+			if p.exact != 0 && len(rest) == len(host) {
+				consider(p.exact)
+			}
+			if p.suffix != 0 {
 				consider(p.suffix)
 			}
 			i := strings.IndexByte(rest, '.')

@@ -22,6 +22,13 @@ func (l *nameList) add(name string) {
 
 func (l *nameList) len() int { return l.n }
 
+// reserve makes room for n more bytes of names.
+func (l *nameList) reserve(n int) {
+	if cap(l.data)-len(l.data) < n {
+		l.data = append(make([]byte, 0, len(l.data)+n), l.data...)
+	}
+}
+
 // trim drops the spare capacity that growing left behind, which for a big
 // list is up to a quarter of its size.
 func (l *nameList) trim() {
