@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/chaos-unicorn/unicorn/rules"
@@ -126,5 +128,23 @@ func TestServeRefusesItsOwnAddressAsUpstream(t *testing.T) {
 	got, err = upstreamList([]string{"192.0.2.53", "[2001:db8::53]"}, nil)
 	if err != nil || strings.Join(got, " ") != "192.0.2.53:53 [2001:db8::53]:53" {
 		t.Errorf("upstreamList = %v, %v", got, err)
+	}
+}
+
+func TestListenErrorsSayHowToFix(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want []string
+	}{
+		{&net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EACCES)}, []string{"permission denied", "setcap cap_net_bind_service=+ep", "--dns 0.0.0.0:5353"}},
+		{&net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}, []string{"already in use", "--dns 0.0.0.0:5353"}},
+		{&net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRNOTAVAIL)}, []string{"no such address", "0.0.0.0 for all"}},
+	} {
+		got := listenErr("--dns", "0.0.0.0:53", tt.err).Error()
+		for _, w := range tt.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("listenErr(%v) = %q, want it to contain %q", tt.err, got, w)
+			}
+		}
 	}
 }
