@@ -63,7 +63,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unicorn: cannot reach "+r.URL.Host+": "+err.Error(), http.StatusBadGateway)
 		return
 	}
-	conn, buf, ok := p.hijack(w)
+	conn, rw, ok := p.hijack(w)
 	if !ok {
 		up.Close()
 		return
@@ -80,8 +80,8 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	// Bytes the client sent right behind the CONNECT head (a TLS
 	// ClientHello, say) are already in the server's read buffer.
-	if n := buf.Buffered(); n > 0 {
-		early, _ := buf.Peek(n)
+	if n := rw.Reader.Buffered(); n > 0 {
+		early, _ := rw.Reader.Peek(n)
 		if _, err := up.Write(early); err != nil {
 			return
 		}
@@ -90,10 +90,10 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 }
 
 // hijack takes the client connection from the HTTP server and tracks it.
-// The reader holds bytes the server read past the request head. ok is
+// Its reader holds bytes the server read past the request head. ok is
 // false when the connection cannot be taken or the proxy is closed; the
 // connection is then already closed.
-func (p *Proxy) hijack(w http.ResponseWriter) (conn net.Conn, buf *bufio.Reader, ok bool) {
+func (p *Proxy) hijack(w http.ResponseWriter) (conn net.Conn, rw *bufio.ReadWriter, ok bool) {
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		p.log.Debug("cannot hijack", "err", err)
@@ -105,7 +105,7 @@ func (p *Proxy) hijack(w http.ResponseWriter) (conn net.Conn, buf *bufio.Reader,
 		conn.Close()
 		return nil, nil, false
 	}
-	return conn, rw.Reader, true
+	return conn, rw, true
 }
 
 // hold keeps a blackholed client connection open in silence until the

@@ -16,7 +16,12 @@ func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request
 	if err != nil {
 		return req, textResponse(req, http.StatusBadRequest, "unicorn: "+err.Error())
 	}
-	o, err := p.decide(req.Context(), clientAddr(req), host, port)
+	var o outcome
+	if d, ok := predecided(req); ok {
+		o, err = d.o, d.err
+	} else {
+		o, err = p.decide(req.Context(), clientAddr(req), host, port)
+	}
 	if err != nil {
 		p.log.Info("proxy error", "client", clientAddr(req).String(), "target", req.URL.Host, "err", err)
 		return req, textResponse(req, http.StatusBadGateway, "unicorn: "+err.Error())

@@ -77,6 +77,12 @@ type Proxy struct {
 	srv *http.Server
 	tr  *http.Transport
 
+	// fb serves the connections the lean path hands back (lean.go), with
+	// the same handler as srv; fbq is its listener.
+	fb        *http.Server
+	fbq       *connQueue
+	fbStarted bool // under mu
+
 	// ctx is cancelled by Close; every wait the proxy makes watches it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -133,13 +139,31 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.log = p.log.With("component", "proxy")
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	h := p.chain()
 	p.srv = &http.Server{
-		Handler: p.chain(),
+		Handler: h,
 		// A device that opens a connection and never finishes its request
 		// head must not hold a goroutine for ever.
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	p.fbq = &connQueue{ch: make(chan net.Conn), done: make(chan struct{}), addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	p.fb = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          p.srv.ErrorLog,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, replayKey{}, c)
+		},
+		// A connection handed back while Close runs is closed here if
+		// Close no longer sees it.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateNew && p.ctx.Err() != nil {
+				c.Close()
+			}
+		},
 	}
 	return p, nil
 }
@@ -152,7 +176,10 @@ func New(cfg Config) (*Proxy, error) {
 //     path can switch to MITM with its built-in CA, cannot hold a client
 //     in silence, and its hijack hook drops bytes the client sent right
 //     behind the CONNECT head.
-//  3. goproxy, for everything else. It sends non-proxy requests (a path
+//  3. The lean path (lean.go) for plain HTTP/1.1 requests the rules let
+//     through: it takes the connection over and forwards the rest of the
+//     keep-alive session itself, handing back what it does not forward.
+//  4. goproxy, for everything else. It sends non-proxy requests (a path
 //     without scheme and host) to the landing page, and proxy requests
 //     through one request hook that asks the rules (onRequest), then its
 //     transport, whose dialer only dials the address the hook decided on,
@@ -190,7 +217,17 @@ func (p *Proxy) chain() http.Handler {
 			p.serveConnect(w, r)
 			return
 		}
-		gp.ServeHTTP(w, r)
+		if rc, ok := r.Context().Value(replayKey{}).(*replayConn); ok {
+			if d := rc.take(); d != nil {
+				// Decided by the lean path, which handed it back.
+				gp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), decidedKey{}, d)))
+				return
+			}
+		}
+		r, done := p.serveLean(w, r)
+		if !done {
+			gp.ServeHTTP(w, r)
+		}
 	})
 }
 
@@ -205,12 +242,15 @@ func (p *Proxy) Serve(l net.Listener) error {
 }
 
 // Close stops every Serve, closes the listeners, the client connections
-// (including CONNECT tunnels and blackholed clients) and the idle upstream
-// connections, and waits until the tunnels and held connections are gone.
+// (including CONNECT tunnels, blackholed clients and lean sessions) and
+// the idle upstream connections, and waits until the tunnels, held
+// connections and lean sessions are gone.
 // Requests still being forwarded end when their client connection closes.
 func (p *Proxy) Close() error {
 	p.cancel()
 	err := p.srv.Close()
+	p.fb.Close()
+	p.fbq.Close()
 	p.mu.Lock()
 	p.closed = true
 	for c := range p.conns {
