@@ -38,9 +38,9 @@ func DefaultClients() ClientSet {
 func (c ClientSet) Empty() bool { return len(c.prefixes) == 0 }
 
 // Contains reports whether a is in the set. IPv4-mapped IPv6 addresses are
-// treated as IPv4.
+// treated as IPv4, and an IPv6 zone is ignored.
 func (c ClientSet) Contains(a netip.Addr) bool {
-	a = a.Unmap()
+	a = a.Unmap().WithZone("")
 	for _, p := range c.prefixes {
 		if p.Contains(a) {
 			return true

@@ -40,15 +40,14 @@ type Rule struct {
 
 // matches reports whether the rule applies to f, given that f's name or
 // address already matched the rule's service (or the service has none).
+// Whether the action means anything at f's layer is not its concern: the
+// first matching rule wins at every layer (see snapshot.decide).
 func (r *Rule) matches(f *Flow) bool {
-	if !r.Action.AppliesTo(f.Layer) {
-		return false
-	}
 	if r.svc != nil && !r.svc.portMatch(f.Port, f.Proto) {
 		return false
 	}
 	if r.clients != nil {
-		c := f.Client.Unmap()
+		c := f.Client.Unmap().WithZone("") // fe80::1%eth0 is in fe80::/10
 		for _, p := range r.clients {
 			if p.Contains(c) {
 				return true

@@ -218,6 +218,7 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 	pr := &pendingRule{rule: r, path: path}
 	var inline *Service
 	var actionNode *yaml.Node
+	before := len(d.errs.list)
 	params := map[string]*yaml.Node{}
 	ok := d.fields(n, path, ruleKeys, func(key string, v *yaml.Node, p string) {
 		switch key {
@@ -248,6 +249,11 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 		d.errf(n, path, "give either service: or inline match fields (domains, hosts, regex, ips, ports, include), not both")
 	case inline != nil:
 		r.svc = inline
+		if !inline.selective() && len(inline.Ports) == 0 && !inlineErrs(d, before) {
+			// An empty list must not turn the rule into a catch-all.
+			d.errf(n, path, "the rule's match is empty (its lists hold no names, addresses or ports); "+
+				"to match every flow on purpose, give no match fields at all")
+		}
 	}
 	if actionNode == nil {
 		d.errf(n, join(path, "action"), "missing (want one of %s)", ActionNames())
@@ -262,6 +268,10 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 	}
 	ld.pending = append(ld.pending, pr)
 }
+
+// inlineErrs reports whether errors were found since the count before, so
+// that an inline match emptied by its own bad entries is not reported twice.
+func inlineErrs(d *fileDecoder, before int) bool { return len(d.errs.list) > before }
 
 // resolve ties rules to services and device groups once every file is read,
 // so a scenario may use a catalogue file given after it.

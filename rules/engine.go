@@ -170,7 +170,9 @@ func (s *snapshot) decide(f *Flow) Decision {
 			}
 		}
 	}
-	if host := trimDot(f.Host); host != "" {
+	// A name longer than DNS allows is no name: walking its labels would
+	// cost time that grows with the square of its length.
+	if host := trimDot(f.Host); host != "" && len(host) <= maxNameLen {
 		// Walk the labels: a.b.example.com, b.example.com, example.com,
 		// com. The full name may also be an exact host.
 		for rest := host; rest != ""; {
@@ -219,8 +221,18 @@ func (s *snapshot) decide(f *Flow) Decision {
 		return Decision{}
 	}
 	r := s.rules[best]
+	if !r.Action.AppliesTo(f.Layer) {
+		// The first matching rule wins at every layer; where its action
+		// means nothing (an http_error at the DNS layer), the flow passes
+		// untouched so that a later layer can apply it, and a broader
+		// rule further down does not win instead.
+		return Decision{Action: ActionAllow, Rule: r}
+	}
 	return Decision{Action: r.Action, Rule: r}
 }
+
+// maxNameLen is the longest DNS name in text form, without the final dot.
+const maxNameLen = 253
 
 func trimDot(h string) string {
 	if n := len(h); n > 0 && h[n-1] == '.' {

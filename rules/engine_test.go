@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func mustEngine(t testing.TB, yaml string, active ...string) *Engine {
@@ -75,7 +76,7 @@ func TestDecide(t *testing.T) {
 		{"exact host", Flow{Layer: LayerDNS, Host: "only.example"}, ActionSinkhole, 5},
 		{"exact host, not subdomain", Flow{Layer: LayerDNS, Host: "x.only.example"}, ActionAllow, -1},
 		{"regex", Flow{Layer: LayerDNS, Host: "AD12.example"}, ActionReject, 6},
-		{"http_error skipped at dns", Flow{Layer: LayerDNS, Host: "late.example"}, ActionAllow, -1},
+		{"http_error passes dns, naming its rule", Flow{Layer: LayerDNS, Host: "late.example"}, ActionAllow, 7},
 		{"http_error at http", Flow{Layer: LayerHTTP, Host: "late.example", Port: 443, Proto: ProtoTCP}, ActionHTTPError, 7},
 		{"empty flow", Flow{Layer: LayerTCP}, ActionAllow, -1},
 	}
@@ -215,5 +216,65 @@ func TestRuleRefNamesScenarioAndPosition(t *testing.T) {
 	}
 	if d.Params().RCode != RCodeServFail || d.Params().TTL != DefaultBlockTTL {
 		t.Errorf("params %+v", d.Params())
+	}
+}
+
+// TestFirstMatchWinsAtEveryLayer: a rule whose action means nothing at a
+// layer still wins there as the first match, so a broader rule below it
+// does not take the flow instead.
+func TestFirstMatchWinsAtEveryLayer(t *testing.T) {
+	e := mustEngine(t, `
+scenario: x
+rules:
+  - {hosts: [api.example.com], action: http_error, status: 502}
+  - {domains: [example.com], action: reject}
+`)
+	for _, tt := range []struct {
+		flow   Flow
+		action Action
+		rule   int
+	}{
+		{Flow{Layer: LayerDNS, Host: "api.example.com"}, ActionAllow, 0},
+		{Flow{Layer: LayerTCP, Host: "api.example.com", Port: 443, Proto: ProtoTCP}, ActionAllow, 0},
+		{Flow{Layer: LayerHTTP, Host: "api.example.com", Port: 443, Proto: ProtoTCP}, ActionHTTPError, 0},
+		{Flow{Layer: LayerDNS, Host: "www.example.com"}, ActionReject, 1},
+	} {
+		d := e.Decide(tt.flow)
+		if d.Action != tt.action || d.Rule == nil || d.Rule.Index != tt.rule {
+			t.Errorf("Decide(%v) = %v, want %v by rules[%d]", tt.flow, d, tt.action, tt.rule)
+		}
+	}
+}
+
+// TestDecideLongName: a host longer than DNS allows is no name, decided
+// at once rather than in time that grows with its length squared.
+func TestDecideLongName(t *testing.T) {
+	e := mustEngine(t, engineRules)
+	long := strings.Repeat("a.", 200_000) + "wallet.example"
+	start := time.Now()
+	d := e.Decide(Flow{Layer: LayerHTTP, Host: long, Port: 443, Proto: ProtoTCP})
+	if el := time.Since(start); el > 100*time.Millisecond {
+		t.Errorf("Decide of a %d-byte name took %v", len(long), el)
+	}
+	if d.Rule != nil {
+		t.Errorf("over-long name matched %v", d)
+	}
+}
+
+// TestDecideAllocatesNothing: front ends pass names borrowed from their
+// read buffers (dnsblock's UDP loop), which relies on Decide neither
+// allocating nor keeping Flow.Host.
+func TestDecideAllocatesNothing(t *testing.T) {
+	e := mustEngine(t, engineRules)
+	flows := []Flow{
+		{Layer: LayerDNS, Host: "API.wallet.example."},
+		{Layer: LayerDNS, Host: "ad12.example"},
+		{Layer: LayerDNS, Host: "www.example.org"},
+		{Layer: LayerTCP, Client: addr("192.0.2.3"), Addr: addr("198.51.100.7"), Port: 443, Proto: ProtoTCP},
+	}
+	for _, f := range flows {
+		if n := testing.AllocsPerRun(100, func() { e.Decide(f) }); n != 0 {
+			t.Errorf("Decide(%v) allocates %.0f times", f, n)
+		}
 	}
 }
