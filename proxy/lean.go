@@ -26,6 +26,9 @@ import (
 const (
 	readHeaderTimeout = 30 * time.Second
 	idleTimeout       = 2 * time.Minute
+	// responseHeadTimeout bounds the wait for an upstream's response head
+	// on the lean path.
+	responseHeadTimeout = 2 * time.Minute
 )
 
 // maxReplayDepth bounds how many partly read buffers a connection handed

@@ -365,3 +365,39 @@ func TestLeanHandsBackErrors(t *testing.T) {
 		t.Errorf("%d error logs, want 1", n)
 	}
 }
+
+// TestLeanNeverResendsAPost: a request the upstream took and dropped
+// without answering is answered 502 and never sent again, unless its
+// method may be repeated.
+func TestLeanNeverResendsAPost(t *testing.T) {
+	var posts, gets atomic.Int64
+	up := newCounted(t, func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && gets.Add(1) == 1 {
+			io.WriteString(rw, Body)
+			return
+		}
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+		}
+		c, _, err := http.NewResponseController(rw).Hijack() // drop it unanswered
+		if err == nil {
+			c.Close()
+		}
+	})
+	w := newWorld(t, worldConfig{})
+	cl, _ := oneConnClient(w)
+	if resp, body := get(t, cl, up.URL+"/first"); resp.StatusCode != 200 || body != Body {
+		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, up.URL+"/pay", http.NoBody)
+	resp, err := cl.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("POST dropped by the upstream: %d, want 502", resp.StatusCode)
+		}
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("the upstream got the POST %d times, want once", n)
+	}
+}

@@ -28,6 +28,7 @@ type session struct {
 	hr       *bufio.Reader // parses heads peeked from br
 	head     bytes.Reader
 	lastErr  error     // why forward last failed
+	sent     bool      // forward wrote (some of) the request upstream
 	deadline time.Time // the read deadline set on conn
 }
 
@@ -142,6 +143,13 @@ func (s *session) next(head []byte) bool {
 		// a failure can still hand the request back.
 		req.Body = nil
 		if !s.forward(req, o.target, len(head)) {
+			if s.sent {
+				// The upstream may have acted on it: never send it again
+				// through goproxy; answer 502 instead.
+				s.br.Discard(len(head))
+				s.fail(req, s.lastErr)
+				return false
+			}
 			return s.handoff(d)
 		}
 		return s.conn != nil
@@ -198,7 +206,7 @@ func (s *session) fail(req *http.Request, err error) {
 // returns false, with the client connection untouched, when no response
 // came; it closes the session when the response must be the last.
 func (s *session) forward(req *http.Request, target netip.AddrPort, consume int) bool {
-	s.lastErr = nil
+	s.lastErr, s.sent = nil, false
 	removeHopHeaders(req.Header)
 	var resp *http.Response
 	for attempt := 0; attempt < 2; attempt++ {
@@ -214,6 +222,7 @@ func (s *session) forward(req *http.Request, target netip.AddrPort, consume int)
 		reused := s.reused
 		s.reused = true
 		var err error
+		s.sent = true
 		resp, err = s.roundTrip(req)
 		if err == nil {
 			break
@@ -221,8 +230,9 @@ func (s *session) forward(req *http.Request, target netip.AddrPort, consume int)
 		s.lastErr = err
 		s.dropUpstream()
 		// A reused connection may have been closed by the upstream while
-		// idle; a bodiless request is sent once more on a fresh one.
-		if !reused || req.Body != nil {
+		// idle; a bodiless request whose method may be repeated (as
+		// net/http's Transport does) is sent once more on a fresh one.
+		if !reused || req.Body != nil || !idempotent(req.Method) {
 			return false
 		}
 	}
@@ -234,6 +244,15 @@ func (s *session) forward(req *http.Request, target netip.AddrPort, consume int)
 		s.close()
 	}
 	return true
+}
+
+// idempotent reports whether a request with this method may be sent twice.
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
 }
 
 // dial opens a tracked upstream connection to target.
@@ -269,6 +288,10 @@ func (s *session) roundTrip(req *http.Request) (*http.Response, error) {
 	if err := s.upBw.Flush(); err != nil {
 		return nil, err
 	}
+	// A response head that never comes must not hold the session (and
+	// its goroutine) forever; a body may stream for as long as it likes.
+	s.up.SetReadDeadline(time.Now().Add(responseHeadTimeout))
+	defer s.up.SetReadDeadline(time.Time{})
 	for {
 		resp, err := http.ReadResponse(s.upBr, req)
 		if err != nil {
