@@ -29,7 +29,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		p.log.Info("proxy error", "client", client.String(), "target", r.URL.Host, "err", err)
 		w.Header().Set("Connection", "close")
-		http.Error(w, "unicorn: "+err.Error(), http.StatusBadGateway)
+		http.Error(w, "unicorn: "+err.Error(), errStatus(err))
 		return
 	}
 

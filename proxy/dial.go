@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"time"
@@ -33,8 +34,13 @@ type outcome struct {
 // that resolve there. A literal address is asked about once, directly. The
 // error is set only when no decision blocked and the name cannot be
 // resolved, or a rule cannot be carried out.
-func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port uint16) (outcome, error) {
-	o := outcome{host: host, port: port}
+func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port uint16) (o outcome, err error) {
+	o = outcome{host: host, port: port}
+	defer func() {
+		if err == nil {
+			err = guardTarget(client, o)
+		}
+	}()
 	f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Port: port, Proto: rules.ProtoTCP}
 	if a, err := netip.ParseAddr(host); err == nil {
 		f.Addr = a.Unmap()
@@ -60,6 +66,32 @@ func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port
 	return o, o.steer(p.ask(f))
 }
 
+// errLocalTarget refuses a device a destination on unicorn's own machine.
+var errLocalTarget = errors.New("the destination is this machine's own loopback or unspecified address, which only clients on this machine may reach")
+
+// guardTarget keeps devices off the unicorn host's loopback services (the
+// control API among them) and off tunnels chained through the proxy
+// itself: a target that is a loopback or unspecified address, given
+// literally, resolved or spoofed, is for clients on this machine only.
+func guardTarget(client netip.Addr, o outcome) error {
+	if o.decision.Action.Blocking() || !o.target.IsValid() {
+		return nil
+	}
+	a := o.target.Addr()
+	if (a.IsLoopback() || a.IsUnspecified()) && !client.Unmap().IsLoopback() {
+		return errLocalTarget
+	}
+	return nil
+}
+
+// errStatus is the HTTP status that answers a decide error.
+func errStatus(err error) int {
+	if errors.Is(err, errLocalTarget) {
+		return http.StatusForbidden
+	}
+	return http.StatusBadGateway
+}
+
 // final reports whether no further question may change the outcome: the
 // flow is blocked, or a spoof rule already chose where it goes.
 func (o *outcome) final() bool {
@@ -69,6 +101,9 @@ func (o *outcome) final() bool {
 // steer folds one decision into o: where the flow goes and how late. What
 // the device then sees is up to each protocol's own switch.
 func (o *outcome) steer(d rules.Decision) error {
+	if d.Rule != nil && d.Rule == o.decision.Rule {
+		return nil // the question by address matched the rule the name did: apply it once
+	}
 	switch d.Action {
 	case rules.ActionReject, rules.ActionBlackhole, rules.ActionSinkhole:
 		o.decision = d

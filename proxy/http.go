@@ -24,7 +24,7 @@ func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request
 	}
 	if err != nil {
 		p.log.Info("proxy error", "client", clientAddr(req).String(), "target", req.URL.Host, "err", err)
-		return req, textResponse(req, http.StatusBadGateway, "unicorn: "+err.Error())
+		return req, textResponse(req, errStatus(err), "unicorn: "+err.Error())
 	}
 
 	switch o.decision.Action {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chaos-unicorn/unicorn/proxy"
 	"github.com/chaos-unicorn/unicorn/rules"
 )
 
@@ -140,5 +141,42 @@ func TestUnresolvableName(t *testing.T) {
 	resp, body := w.get("http://nowhere.example.test/")
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "nowhere.example.test") {
 		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestDelayByNameAppliedOnce: the question by address after the lookup
+// matches the same rule as the question by name; its delay is added once.
+func TestDelayByNameAppliedOnce(t *testing.T) {
+	up := newUpstream(t, false)
+	rule := decision(rules.ActionDelay, rules.Params{Latency: 300 * time.Millisecond})
+	w := newWorld(t, worldConfig{Hosts: testHosts, Decide: func(rules.Flow) rules.Decision { return rule }})
+	start := time.Now()
+	resp, body := w.get(up.URLFor("api.example.test"))
+	if resp.StatusCode != 200 || body != Body {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	within(t, "request delayed by name", time.Since(start), 300*time.Millisecond, 550*time.Millisecond)
+}
+
+// TestLocalTargetsAreForLocalClients: a device may not reach the unicorn
+// host's loopback (its control API, the proxy itself) through the proxy.
+func TestLocalTargetsAreForLocalClients(t *testing.T) {
+	device, local := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("127.0.0.1")
+	for _, tt := range []struct {
+		client netip.Addr
+		target string
+		ok     bool
+	}{
+		{device, "127.0.0.1:9000", false},
+		{device, "[::1]:9000", false},
+		{device, "0.0.0.0:80", false},
+		{device, "198.51.100.7:443", true},
+		{local, "127.0.0.1:9000", true},
+		{netip.MustParseAddr("::1"), "[::1]:9000", true},
+	} {
+		err := proxy.GuardTarget(tt.client, netip.MustParseAddrPort(tt.target))
+		if (err == nil) != tt.ok {
+			t.Errorf("client %v to %s: %v, want allowed=%v", tt.client, tt.target, err, tt.ok)
+		}
 	}
 }
