@@ -2,7 +2,6 @@ package dnsblock
 
 import (
 	"math"
-	"math/rand/v2"
 	"net/netip"
 	"time"
 
@@ -82,17 +81,12 @@ func blockTTL(p *rules.Params) uint32 {
 	return uint32(min(ttl/time.Second, math.MaxInt32))
 }
 
-// delayOf is a delay rule's wait: Latency plus a uniform draw from
-// [0, Jitter].
+// delayOf is a delay rule's wait (rules.Params.Delay), 0 without params.
 func delayOf(p *rules.Params) time.Duration {
 	if p == nil {
 		return 0
 	}
-	d := max(p.Latency, 0)
-	if p.Jitter > 0 {
-		d += rand.N(p.Jitter + 1)
-	}
-	return d
+	return p.Delay()
 }
 
 // synthReply writes into b a reply unicorn makes up itself: the question

@@ -20,28 +20,36 @@ func (s *Server) Lookup(ctx context.Context, host string) ([]netip.Addr, error) 
 	if _, ok := dns.IsDomainName(name); !ok {
 		return nil, fmt.Errorf("lookup %s: not a domain name", host)
 	}
-	type result struct {
-		addrs []netip.Addr
-		err   error
-	}
-	// A and AAAA are asked together, as a stub resolver would.
-	aaaa := make(chan result, 1)
-	go func() {
-		addrs, err := s.lookupType(name, dns.TypeAAAA)
-		aaaa <- result{addrs, err}
-	}()
-	v4, err4 := s.lookupType(name, dns.TypeA)
-	var r6 result
-	select {
-	case r6 = <-aaaa:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	// Most lookups of a busy proxy are cache hits: answer those without
+	// a goroutine. A and AAAA misses are asked together, as a stub would.
+	v4, ok4 := s.cachedAddrs(name, dns.TypeA)
+	v6, ok6 := s.cachedAddrs(name, dns.TypeAAAA)
+	var err4, err6 error
+	switch {
+	case ok4 && ok6:
+	case ok4:
+		v6, err6 = s.lookupType(name, dns.TypeAAAA)
+	case ok6:
+		v4, err4 = s.lookupType(name, dns.TypeA)
+	default:
+		aaaa := make(chan error, 1)
+		go func() {
+			var err error
+			v6, err = s.lookupType(name, dns.TypeAAAA)
+			aaaa <- err
+		}()
+		v4, err4 = s.lookupType(name, dns.TypeA)
+		select {
+		case err6 = <-aaaa:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	// The slices belong to cached answers: copy, never append to them.
-	addrs := make([]netip.Addr, 0, len(v4)+len(r6.addrs))
-	addrs = append(append(addrs, v4...), r6.addrs...)
+	addrs := make([]netip.Addr, 0, len(v4)+len(v6))
+	addrs = append(append(addrs, v4...), v6...)
 	if len(addrs) == 0 {
-		if err := errors.Join(err4, r6.err); err != nil {
+		if err := errors.Join(err4, err6); err != nil {
 			return nil, fmt.Errorf("lookup %s: %w", host, err)
 		}
 		return nil, fmt.Errorf("lookup %s: no addresses", host)
@@ -49,13 +57,19 @@ func (s *Server) Lookup(ctx context.Context, host string) ([]netip.Addr, error) 
 	return addrs, nil
 }
 
-// lookupType returns the addresses of one type for name, from the cache
-// or the upstreams. A negative answer is no addresses and no error.
+// cachedAddrs returns the cached addresses of one type for name, if the
+// cache holds an answer.
+func (s *Server) cachedAddrs(name string, qtype uint16) ([]netip.Addr, bool) {
+	if a := s.cache.get(cacheKey{name: name, qtype: qtype, qclass: dns.ClassINET}, s.now()); a != nil {
+		return a.addrs, true
+	}
+	return nil, false
+}
+
+// lookupType asks the upstreams for the addresses of one type for name. A
+// negative answer is no addresses and no error.
 func (s *Server) lookupType(name string, qtype uint16) ([]netip.Addr, error) {
 	key := cacheKey{name: name, qtype: qtype, qclass: dns.ClassINET}
-	if a := s.cache.get(key, s.now()); a != nil {
-		return a.addrs, nil
-	}
 	a, err := s.resolve(key, dns.Question{Name: name, Qtype: qtype, Qclass: dns.ClassINET})
 	if err != nil {
 		return nil, err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -117,7 +116,7 @@ func (o *outcome) steer(d rules.Decision) error {
 	case rules.ActionDelay:
 		o.decision = d
 		if ps := d.Params(); ps != nil {
-			o.delay += latency(ps.Latency, ps.Jitter)
+			o.delay += ps.Delay()
 		}
 	default:
 		// An allow rule that makes an exception, or an action this front
@@ -127,16 +126,6 @@ func (o *outcome) steer(d rules.Decision) error {
 		}
 	}
 	return nil
-}
-
-// latency returns base plus a uniform draw from [-jitter, +jitter], never
-// below zero.
-func latency(base, jitter time.Duration) time.Duration {
-	d := base
-	if jitter > 0 {
-		d += time.Duration(rand.Int64N(int64(2*jitter)+1)) - jitter
-	}
-	return max(d, 0)
 }
 
 // ask asks the Decider about f and logs every decision that is not a

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -139,6 +140,16 @@ type Params struct {
 	RPCMethods []string
 	// TLSFailure is the kind of certificate a tls_fail rule presents.
 	TLSFailure TLSFailure
+}
+
+// Delay is a delay rule's wait: Latency plus a uniform draw from
+// [-Jitter, +Jitter], never below zero. Every front end waits this long.
+func (p *Params) Delay() time.Duration {
+	d := p.Latency
+	if p.Jitter > 0 {
+		d += rand.N(2*p.Jitter+1) - p.Jitter
+	}
+	return max(d, 0)
 }
 
 // DefaultBlockTTL is the TTL of blocked DNS answers unless a rule says

@@ -278,3 +278,18 @@ func TestDecideAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestParamsDelay(t *testing.T) {
+	p := Params{Latency: 100 * time.Millisecond, Jitter: 30 * time.Millisecond}
+	lo, hi := time.Hour, time.Duration(0)
+	for range 2000 {
+		d := p.Delay()
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if lo < 70*time.Millisecond || hi > 130*time.Millisecond || hi-lo < 40*time.Millisecond {
+		t.Errorf("2000 delays spread over [%v, %v], want within [70ms, 130ms] and spread out", lo, hi)
+	}
+	if d := (&Params{Latency: 10 * time.Millisecond, Jitter: time.Second}).Delay(); d < 0 {
+		t.Errorf("Delay() = %v, never below zero", d)
+	}
+}

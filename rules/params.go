@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -70,6 +71,8 @@ func decodeParams(d *fileDecoder, r *Rule, given map[string]*yaml.Node, path str
 	if s, n, fp, ok := str("ttl"); ok {
 		if t, err := parseDuration(s); err != nil {
 			d.errf(n, fp, "%v", err)
+		} else if t < time.Second || t%time.Second != 0 {
+			d.errf(n, fp, "%q: want whole seconds, at least 1s (DNS TTLs are seconds; e.g. 60s)", s)
 		} else {
 			p.TTL = t
 		}

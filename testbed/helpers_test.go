@@ -110,8 +110,8 @@ func newProxyClient(u *testbed.Unicorn) *proxyClient {
 	return c
 }
 
-// lastConnect returns the status and headers of the last CONNECT
-// response, or 0 and nil if there was none.
+// lastConnect returns the status and headers of the CONNECT response of
+// the last request, or 0 and nil if it had none.
 func (c *proxyClient) lastConnect() (int, http.Header) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -135,6 +135,9 @@ func (c *proxyClient) get(rawURL string) fetched {
 }
 
 func (c *proxyClient) do(req *http.Request) fetched {
+	c.mu.Lock()
+	c.connect = nil // lastConnect speaks of this request only
+	c.mu.Unlock()
 	start := time.Now()
 	resp, err := c.Do(req)
 	f := fetched{resp: resp, err: err}

@@ -125,6 +125,14 @@ func TestServeRefusesItsOwnAddressAsUpstream(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "loop") {
 		t.Errorf("upstreamList = %v, %v; want a loop error", got, err)
 	}
+	for _, up := range []string{"127.0.0.1:53", "127.0.0.53:53", "[::1]:53"} {
+		if _, err := upstreamList([]string{up}, []string{"0.0.0.0:53"}); err == nil || !strings.Contains(err.Error(), "loop") {
+			t.Errorf("upstream %s with --dns 0.0.0.0:53: %v, want a loop error", up, err)
+		}
+	}
+	if _, err := upstreamList([]string{"127.0.0.1:5353"}, []string{"0.0.0.0:53"}); err != nil {
+		t.Errorf("another port on this machine is not a loop: %v", err)
+	}
 	got, err = upstreamList([]string{"192.0.2.53", "[2001:db8::53]"}, nil)
 	if err != nil || strings.Join(got, " ") != "192.0.2.53:53 [2001:db8::53]:53" {
 		t.Errorf("upstreamList = %v, %v", got, err)

@@ -302,14 +302,53 @@ func upstreamList(flags []string, own []string) ([]string, error) {
 		if err != nil {
 			return nil, cli.Exit(fmt.Sprintf("--upstream %q: %v", f, err), 2)
 		}
-		for _, o := range own {
-			if u == o {
-				return nil, cli.Exit(fmt.Sprintf("--upstream %s is unicorn's own DNS address: questions would loop; name a real resolver", u), 2)
-			}
+		if isOwn(u, own) {
+			return nil, cli.Exit(fmt.Sprintf("--upstream %s is unicorn's own DNS address: questions would loop; name a real resolver (with --dns on 0.0.0.0 or ::, a resolv.conf naming this machine counts too)", u), 2)
 		}
 		ups = append(ups, u)
 	}
 	return ups, nil
+}
+
+// isOwn reports whether upstream u is one of unicorn's own DNS listeners:
+// the same address, or, for a wildcard listener, any address of this
+// machine on the same port.
+func isOwn(u string, own []string) bool {
+	ua, err := netip.ParseAddrPort(u)
+	if err != nil {
+		return false
+	}
+	for _, o := range own {
+		oa, err := netip.ParseAddrPort(o)
+		if err != nil || oa.Port() != ua.Port() {
+			continue
+		}
+		if oa.Addr().Unmap() == ua.Addr().Unmap() {
+			return true
+		}
+		if oa.Addr().IsUnspecified() && localAddr(ua.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// localAddr reports whether a is an address of this machine.
+func localAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
 }
 
 func activeNames(e *rules.Engine) []string {
