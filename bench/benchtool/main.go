@@ -260,17 +260,7 @@ func httpServer(args []string) error {
 }
 
 // zeros writes n zero bytes to w in large writes.
-func zeros(w io.Writer, n int64) error {
-	buf := make([]byte, 256<<10)
-	for n > 0 {
-		k := min(n, int64(len(buf)))
-		if _, err := w.Write(buf[:k]); err != nil {
-			return err
-		}
-		n -= k
-	}
-	return nil
-}
+func zeros(w io.Writer, n int64) error { return zerosChunk(w, n, 256<<10) }
 
 // tlsServer serves GET /?bytes=N (default 1 GiB) of zeros over HTTPS with
 // a fresh self-signed certificate for 127.0.0.1 (clients use -k).
@@ -422,6 +412,7 @@ func pump(args []string) error {
 	return nil
 }
 
+// zerosChunk writes n zero bytes to w in writes of chunk bytes.
 func zerosChunk(w io.Writer, n int64, chunk int) error {
 	buf := make([]byte, chunk)
 	for n > 0 {
