@@ -3,6 +3,7 @@ GO      ?= go
 BIN     := bin/unicorn
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+STATICCHECK ?= v0.8.2
 # Extra flags for `make run`, e.g. make run ARGS='--scenario cud-2020'
 ARGS    ?=
 
@@ -30,6 +31,7 @@ bench: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 ## cross: static binaries for home routers and servers, in dist/
 cross:

@@ -31,7 +31,6 @@ type request struct {
 	do            bool   // its DO bit (RFC 3225)
 }
 
-func (q *request) rd() bool    { return q.flags&flagRD != 0 }
 func (q *request) cd() bool    { return q.flags&flagCD != 0 }
 func (q *request) opcode() int { return int(q.flags>>11) & 0xF }
 

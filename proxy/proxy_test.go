@@ -54,6 +54,9 @@ func TestLandingPage(t *testing.T) {
 	if !strings.Contains(body, `"PROXY `+w.Addr+`"`) || !strings.Contains(body, "FindProxyForURL") {
 		t.Errorf("PAC file %q", body)
 	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ns-proxy-autoconfig" {
+		t.Errorf("PAC Content-Type %q; phones ignore a PAC file served as anything else", ct)
+	}
 	if resp, _ = get("/nothing"); resp.StatusCode != 404 {
 		t.Errorf("unknown path: %d", resp.StatusCode)
 	}

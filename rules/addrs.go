@@ -14,12 +14,11 @@ type addrKey struct {
 // probe per distinct prefix length in the table (at most 33 for IPv4 and
 // 129 for IPv6, a handful in practice), whatever the number of prefixes.
 type addrTable struct {
-	m      map[addrKey]uint32
-	lens4  []uint8 // distinct IPv4 prefix lengths present, longest first
-	lens6  []uint8
-	seen4  [33]bool
-	seen6  [129]bool
-	values int
+	m     map[addrKey]uint32
+	lens4 []uint8 // distinct IPv4 prefix lengths present, longest first
+	lens6 []uint8
+	seen4 [33]bool
+	seen6 [129]bool
 }
 
 func newAddrTable() *addrTable { return &addrTable{m: make(map[addrKey]uint32)} }
