@@ -2,12 +2,14 @@ package dnsblock
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/chaos-unicorn/unicorn/dnsblock/dnstest"
 	"github.com/chaos-unicorn/unicorn/rules"
+	"github.com/miekg/dns"
 )
 
 // TestLookup: unicorn's own lookups (for the proxy) fail over, use the
@@ -57,5 +59,50 @@ func TestLookup(t *testing.T) {
 	}
 	if _, err := s.Lookup(context.Background(), "missing.example"); err == nil {
 		t.Error("Lookup of a name without addresses: no error")
+	}
+}
+
+// TestServeAllSharesTheCache: one server on two addresses answers from one
+// cache, so a name asked on one is cached for the other.
+func TestServeAllSharesTheCache(t *testing.T) {
+	up := dnstest.NewUpstream().WithAnswer("api.example.", "api.example. 300 IN A 192.0.2.7")
+	addr, _ := up.Start(t)
+	s, err := NewServer(Config{Decider: &blocker{}, Upstreams: []string{addr}, Logger: newTestLogger(&logBuffer{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var udps []net.PacketConn
+	var tcps []net.Listener
+	for _, host := range []string{"127.0.0.1", "127.0.0.2"} {
+		pc, err := net.ListenPacket("udp", host+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", host+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		udps, tcps = append(udps, pc), append(tcps, l)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.ServeAll(context.Background(), udps, tcps) }()
+	ask := func(network, server string) {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion("api.example.", dns.TypeA)
+		r, _, err := (&dns.Client{Net: network, Timeout: 2 * time.Second}).Exchange(m, server)
+		if err != nil || len(r.Answer) != 1 {
+			t.Fatalf("%s %s: %v %v", network, server, err, r)
+		}
+	}
+	ask("udp", udps[0].LocalAddr().String())
+	ask("udp", udps[1].LocalAddr().String())
+	ask("tcp", tcps[1].Addr().String())
+	if n := up.Calls(); n != 1 {
+		t.Errorf("upstream asked %d times, want once: the second address has the same cache", n)
+	}
+	s.Shutdown()
+	if err := <-served; err != nil {
+		t.Errorf("ServeAll: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"sync"
 	"time"
 
@@ -158,22 +159,36 @@ func (s *Server) Names() *Names { return s.names }
 // their waits end with the server's context, so this is a safety net.
 const shutdownGrace = 5 * time.Second
 
-// Serve answers DNS on udp and tcp (either may be nil, not both) until ctx
-// is done or Shutdown is called, then stops cleanly: it closes both, ends
-// pending delays and upstream exchanges, waits for handlers to return and
-// returns nil. It returns an error if a listener fails, and
-// ErrServerClosed if the server was already used or shut down. Serve may
-// be called once; it owns udp and tcp from then on. A *net.UDPConn is
-// served by dnsblock's own loop (udp.go); any other PacketConn by
-// miekg/dns.
+// Serve answers DNS on udp and tcp (either may be nil, not both); it is
+// ServeAll with one listener of each.
 func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
-	if udp == nil && tcp == nil {
+	var udps []net.PacketConn
+	var tcps []net.Listener
+	if udp != nil {
+		udps = append(udps, udp)
+	}
+	if tcp != nil {
+		tcps = append(tcps, tcp)
+	}
+	return s.ServeAll(ctx, udps, tcps)
+}
+
+// ServeAll answers DNS on every listener given, with one cache and one
+// Names memory for all of them, until ctx is done or Shutdown is called,
+// then stops cleanly: it closes them all, ends pending delays and upstream
+// exchanges, waits for handlers to return and returns nil. It returns an
+// error if a listener fails, and ErrServerClosed if the server was already
+// used or shut down. It may be called once; it owns the listeners from
+// then on. A *net.UDPConn is served by dnsblock's own loop (udp.go); any
+// other PacketConn by miekg/dns.
+func (s *Server) ServeAll(ctx context.Context, udps []net.PacketConn, tcps []net.Listener) error {
+	if len(udps) == 0 && len(tcps) == 0 {
 		return errors.New("dnsblock: Serve needs a UDP or a TCP listener")
 	}
 	s.mu.Lock()
 	if s.serving || s.ctx.Err() != nil {
 		s.mu.Unlock()
-		closeAll(udp, tcp)
+		closeAll(udps, tcps)
 		return ErrServerClosed
 	}
 	s.serving = true
@@ -187,31 +202,35 @@ func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener
 		s.dlog.run(s.ctx)
 	}()
 	var runs []*run
-	if uc, ok := udp.(*net.UDPConn); ok {
-		runs = append(runs, s.startUDP(uc))
-	} else if udp != nil {
-		runs = append(runs, startRun(&dns.Server{PacketConn: udp, Handler: s, UDPSize: bufSize}))
-	}
-	if tcp != nil {
-		runs = append(runs, startRun(&dns.Server{Listener: tcp, Handler: s}))
-	}
-	attrs := []any{}
-	if udp != nil {
+	var attrs []any
+	for _, udp := range udps {
+		if uc, ok := udp.(*net.UDPConn); ok {
+			runs = append(runs, s.startUDP(uc))
+		} else {
+			runs = append(runs, startRun(&dns.Server{PacketConn: udp, Handler: s, UDPSize: bufSize}))
+		}
 		attrs = append(attrs, slog.String("udp", udp.LocalAddr().String()))
 	}
-	if tcp != nil {
+	for _, tcp := range tcps {
+		runs = append(runs, startRun(&dns.Server{Listener: tcp, Handler: s}))
 		attrs = append(attrs, slog.String("tcp", tcp.Addr().String()))
 	}
 	s.log.Info("dns serving", attrs...)
 
+	// Wait for the end, or for the first loop that fails.
+	cases := []reflect.SelectCase{
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.ctx.Done())},
+	}
+	for _, r := range runs {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(r.done)})
+	}
 	var failed error
-	select {
-	case <-ctx.Done():
-	case <-s.ctx.Done():
-	case failed = <-runs[0].done:
-		runs[0].finished = true
-	case failed = <-runs[len(runs)-1].done: // the same run when there is one
-		runs[len(runs)-1].finished = true
+	if i, v, _ := reflect.Select(cases); i >= 2 {
+		runs[i-2].finished = true
+		if !v.IsNil() {
+			failed = v.Interface().(error)
+		}
 	}
 	// Cancel first: handlers waiting on a delay or an upstream return at
 	// once, so that the shutdowns below do not wait for them.
@@ -225,7 +244,7 @@ func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener
 			errs = append(errs, fmt.Errorf("dnsblock: shutdown: %w", err))
 		}
 	}
-	closeAll(udp, tcp) // the runs close them too; this covers a run that never started
+	closeAll(udps, tcps) // the runs close them too; this covers a run that never started
 	<-logged
 	s.dlog.flush()
 	s.log.Info("dns stopped")
@@ -266,12 +285,12 @@ func startRun(srv *dns.Server) *run {
 	return r
 }
 
-func closeAll(udp net.PacketConn, tcp net.Listener) {
-	if udp != nil {
-		udp.Close()
+func closeAll(udps []net.PacketConn, tcps []net.Listener) {
+	for _, u := range udps {
+		u.Close()
 	}
-	if tcp != nil {
-		tcp.Close()
+	for _, t := range tcps {
+		t.Close()
 	}
 }
 

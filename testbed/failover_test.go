@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,4 +42,30 @@ func TestUpstreamFailover(t *testing.T) {
 		t.Fatalf("dig 0.pool.ntp.org through unicorn: %v %v; the DNS front end should fail over", err, r)
 	}
 
+}
+
+// TestTwoDNSAddresses: with two --dns addresses, both answer, from one
+// cache: a name asked on one is not asked upstream again for the other.
+func TestTwoDNSAddresses(t *testing.T) {
+	u := Start(t, "--dns", "127.0.0.1:0", "--dns", "127.0.0.2:0")
+	var addrs []string
+	for _, l := range u.Banner {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "DNS" {
+			addrs = append(addrs, f[1])
+		}
+	}
+	if len(addrs) != 2 {
+		t.Fatalf("banner names DNS addresses %v, want two:\n%s", addrs, strings.Join(u.Banner, "\n"))
+	}
+	for _, a := range addrs {
+		m := new(dns.Msg)
+		m.SetQuestion("example.org.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, a)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("example.org at %s: %v %v", a, err, r)
+		}
+	}
+	if n := u.Upstream.Questions("example.org"); n != 1 {
+		t.Errorf("the upstream was asked %d times for example.org, want once (one cache for both addresses)", n)
+	}
 }

@@ -95,23 +95,19 @@ func serve(c *cli.Context) error {
 		return err
 	}
 
-	// One DNS server per --dns address; the first also resolves the
-	// proxy's allowed hosts, with its failover and cache. With no --dns, a
-	// server that never serves does only that.
-	var servers []*dnsblock.Server
-	for range max(len(lns.udp), 1) {
-		s, err := dnsblock.NewServer(dnsblock.Config{
-			Decider: engine, Upstreams: upstreams, Timeout: c.Duration("upstream-timeout"),
-			Clients: clients, Logger: log,
-		})
-		if err != nil {
-			return err
-		}
-		servers = append(servers, s)
+	// One DNS server answers on every --dns address, with one cache and
+	// one name memory, and resolves the proxy's allowed hosts; with no
+	// --dns it does only that.
+	dnsSrv, err := dnsblock.NewServer(dnsblock.Config{
+		Decider: engine, Upstreams: upstreams, Timeout: c.Duration("upstream-timeout"),
+		Clients: clients, Logger: log,
+	})
+	if err != nil {
+		return err
 	}
 	px, err := proxy.New(proxy.Config{
 		Decider:          engine,
-		Lookup:           servers[0].Lookup,
+		Lookup:           dnsSrv.Lookup,
 		Clients:          clients,
 		BlackholeTimeout: c.Duration("blackhole-timeout"),
 		Logger:           log,
@@ -127,12 +123,12 @@ func serve(c *cli.Context) error {
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(servers)+len(lns.proxy))
-	for i, s := range servers[:len(lns.udp)] {
+	errc := make(chan error, 1+len(lns.proxy))
+	if len(lns.udp) > 0 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- s.Serve(ctx, lns.udp[i], lns.tcp[i])
+			errc <- dnsSrv.ServeAll(ctx, lns.udp, lns.tcp)
 		}()
 	}
 	for _, l := range lns.proxy {
@@ -151,9 +147,7 @@ func serve(c *cli.Context) error {
 	}
 	cancel()
 	px.Close()
-	for _, s := range servers {
-		s.Shutdown()
-	}
+	dnsSrv.Shutdown()
 	wg.Wait()
 	return first
 }
