@@ -25,7 +25,9 @@ func serveCommand() *cli.Command {
 		Name:  "serve",
 		Usage: "run the DNS sinkhole and the HTTP(S) proxy with the active scenarios",
 		Description: `Listens for DNS (UDP and TCP) and HTTP proxy requests (plain and CONNECT) and
-answers both from the active scenarios. Serves loopback and private-range
+answers both from the active scenarios; SIGHUP reloads the rules (a file
+with errors is refused, each error logged, and the rules in force stay).
+Serves loopback and private-range
 clients only unless --allow-clients says otherwise. Listen on a LAN address
 (e.g. --dns 0.0.0.0:53 --proxy 0.0.0.0:8080) so that phones can reach it;
 port 53 needs root or the cap_net_bind_service capability.`,
@@ -123,6 +125,11 @@ func serve(c *cli.Context) error {
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reloadOnHangup(ctx, c, engine, log)
+	}()
 	errc := make(chan error, 1+len(lns.proxy))
 	if len(lns.udp) > 0 {
 		wg.Add(1)
