@@ -54,6 +54,7 @@ scenario (Chaos Unicorn Day: Infura, Etherscan and the Status cluster down).`,
 			rulesCommand(),
 			explainCommand(),
 			scenariosCommand(),
+			caCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits, once
 	}
