@@ -55,7 +55,7 @@ type Unicorn struct {
 
 // Start runs `unicorn serve` with args after these defaults, each added
 // unless args sets it: --dns 127.0.0.1:0 --proxy 127.0.0.1:0 --log-format
-// json, and --upstream with a fake resolver that knows ScenarioNames (then
+// json --ca-dir (an empty temporary directory), and --upstream with a fake resolver that knows ScenarioNames (then
 // in Unicorn.Upstream). It waits at most StartTimeout for the banner's DNS
 // and proxy addresses and fails tb with unicorn's stderr otherwise. The
 // process is stopped when tb ends (see Stop); a non-zero exit then fails
@@ -71,7 +71,8 @@ func Start(tb testing.TB, args ...string) *Unicorn {
 		addr, _ := up.Start(tb)
 		args = append([]string{"--upstream", addr}, args...)
 	}
-	for _, d := range [][2]string{{"dns", "127.0.0.1:0"}, {"proxy", "127.0.0.1:0"}, {"log-format", "json"}} {
+	// An empty CA directory of its own: no test sees the user's CA.
+	for _, d := range [][2]string{{"dns", "127.0.0.1:0"}, {"proxy", "127.0.0.1:0"}, {"log-format", "json"}, {"ca-dir", tb.TempDir()}} {
 		if !hasFlag(args, d[0]) {
 			args = append([]string{"--" + d[0], d[1]}, args...)
 		}

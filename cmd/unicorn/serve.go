@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chaos-unicorn/unicorn/certs"
 	"github.com/chaos-unicorn/unicorn/dnsblock"
 	"github.com/chaos-unicorn/unicorn/proxy"
 	"github.com/chaos-unicorn/unicorn/rules"
@@ -38,6 +39,7 @@ port 53 needs root or the cap_net_bind_service capability.`,
 			&cli.StringSliceFlag{Name: "allow-clients", Usage: "serve only clients in `CIDR` (repeatable; default: loopback, private and link-local ranges)"},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: 2 * time.Second, Usage: "answer SERVFAIL when the upstreams have not answered within this `DURATION`"},
 			&cli.DurationFlag{Name: "blackhole-timeout", Value: 60 * time.Second, Usage: "close a blackholed proxy connection after this `DURATION` of silence"},
+			&cli.StringFlag{Name: "ca-dir", Usage: "local CA `DIR` made by `unicorn ca init` (default $UNICORN_HOME, else the user config directory + /unicorn)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json (to stderr)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log `LEVEL`: debug, info, warn, error"},
 		),
@@ -97,6 +99,8 @@ func serve(c *cli.Context) error {
 		return err
 	}
 
+	ca := serveCA(c, log)
+
 	// One DNS server answers on every --dns address, with one cache and
 	// one name memory, and resolves the proxy's allowed hosts; with no
 	// --dns it does only that.
@@ -113,7 +117,7 @@ func serve(c *cli.Context) error {
 		Clients:          clients,
 		BlackholeTimeout: c.Duration("blackhole-timeout"),
 		Logger:           log,
-		Info:             func() proxy.PageInfo { return pageInfo(engine, lns.proxyAddrs(), lns.dnsAddrs()) },
+		Info:             func() proxy.PageInfo { return pageInfo(engine, ca, lns.proxyAddrs(), lns.dnsAddrs()) },
 	})
 	if err != nil {
 		return err
@@ -360,8 +364,11 @@ func activeNames(e *rules.Engine) []string {
 	return names
 }
 
-func pageInfo(e *rules.Engine, proxyAddrs, dnsAddrs []string) proxy.PageInfo {
+func pageInfo(e *rules.Engine, ca *certs.CA, proxyAddrs, dnsAddrs []string) proxy.PageInfo {
 	info := proxy.PageInfo{ProxyAddrs: proxyAddrs, DNSAddrs: dnsAddrs}
+	if ca != nil { // a nil *certs.CA in the interface would not be nil
+		info.CA = ca
+	}
 	for _, sc := range e.Active() {
 		info.Scenarios = append(info.Scenarios, proxy.ScenarioInfo{Name: sc.Name, Description: sc.Description, Services: sc.Services()})
 	}

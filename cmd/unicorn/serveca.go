@@ -1,0 +1,37 @@
+package main
+
+import (
+	"errors"
+	"io/fs"
+	"log/slog"
+
+	"github.com/chaos-unicorn/unicorn/certs"
+	"github.com/urfave/cli/v2"
+)
+
+// serveCA loads the local CA for the onboarding page and TLS interception.
+// unicorn serves without one: then the page offers no CA, and rules that
+// need interception pass untouched. A CA that cannot be used is logged
+// with the fix, not fatal, since most scenarios need none.
+func serveCA(c *cli.Context, log *slog.Logger) *certs.CA {
+	dir := c.String("ca-dir")
+	if dir == "" {
+		d, err := certs.DefaultDir()
+		if err != nil {
+			log.Warn("no CA directory; TLS interception is off", "err", err)
+			return nil
+		}
+		dir = d
+	}
+	ca, err := certs.Load(dir, certs.Options{})
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		log.Info("no CA yet; TLS interception is off and the device page offers no CA (create one with `unicorn ca init`)", "dir", dir)
+		return nil
+	case err != nil:
+		log.Warn("cannot use the CA; TLS interception is off", "dir", dir, "err", err)
+		return nil
+	}
+	log.Info("CA loaded", "dir", dir, "sha256", ca.Fingerprint())
+	return ca
+}
