@@ -11,8 +11,10 @@ import (
 	"github.com/chaos-unicorn/unicorn/rules"
 )
 
-// serveConnect answers a CONNECT request. TLS is never intercepted here:
-// an allowed CONNECT is a blind tunnel to the decided address.
+// serveConnect answers a CONNECT request. An allowed CONNECT is a blind
+// tunnel to the decided address; only a rule that needs the decrypted
+// traffic (http_error, rpc_error, tls_fail) makes it intercept TLS
+// (intercept.go), and only when Config.CA is set.
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	host, port, err := splitTarget(r.URL.Host, 0)
 	if err != nil {
@@ -46,11 +48,17 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 			p.hold(conn)
 		}
 		return
+	case rules.ActionHTTPError, rules.ActionRPCError, rules.ActionTLSFail:
+		if p.ca != nil {
+			p.intercept(w, host, port, o.decision)
+			return
+		}
+		p.warnNoCA(o.decision)
 	default:
 		// allow, spoof and delay tunnel to o.target after o.delay (decide
-		// already chose the target and summed the latency). throttle, cut,
-		// http_error, rpc_error and tls_fail also tunnel untouched here;
-		// later issues map them onto this front end.
+		// already chose the target and summed the latency). throttle and
+		// cut also tunnel untouched here; later issues map them onto this
+		// front end.
 	}
 
 	if err := p.wait(ctx, o.delay); err != nil {

@@ -47,7 +47,7 @@ func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port
 		return o, o.steer(p.ask(f))
 	}
 	f.Host = host
-	if err := o.steer(p.ask(f)); err != nil || o.final() {
+	if err := o.steer(p.ask(f)); err != nil || o.final() || p.answered(&o) {
 		return o, err
 	}
 	addrs, err := p.lookup(ctx, host)
@@ -95,6 +95,15 @@ func errStatus(err error) int {
 // flow is blocked, or a spoof rule already chose where it goes.
 func (o *outcome) final() bool {
 	return o.decision.Action.Blocking() || o.decision.Action == rules.ActionSpoof
+}
+
+// answered reports whether unicorn answers the flow itself, with no
+// upstream: an http_error rule, when the proxy can intercept (without a
+// CA a CONNECT for it is tunnelled, so the name must resolve). Then the
+// name is not even looked up, and the injected error shows even where it
+// would not resolve.
+func (p *Proxy) answered(o *outcome) bool {
+	return o.decision.Action == rules.ActionHTTPError && p.ca != nil
 }
 
 // steer folds one decision into o: where the flow goes and how late. What

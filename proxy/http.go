@@ -40,11 +40,16 @@ func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request
 		p.wait(req.Context(), p.blackhole)
 		p.holding.Add(-1)
 		abortResponse()
+	case rules.ActionHTTPError:
+		// Answered here: the upstream is never asked.
+		return req, httpErrorResponse(req, o.decision)
 	default:
 		// allow, spoof and delay relay to o.target after o.delay (decide
-		// already chose the target and summed the latency). throttle, cut,
-		// http_error, rpc_error and tls_fail also relay untouched here;
-		// later issues map them onto this front end.
+		// already chose the target and summed the latency). rpc_error
+		// relays what it does not answer itself (below). throttle and cut
+		// also relay untouched here; later issues map them onto this
+		// front end. tls_fail relays untouched: a plain request has no TLS
+		// to fail.
 	}
 
 	if err := p.wait(req.Context(), o.delay); err != nil {
@@ -63,6 +68,9 @@ func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request
 		if out.Host == "" {
 			out.Host = req.URL.Host
 		}
+	}
+	if o.decision.Action == rules.ActionRPCError {
+		return p.rpcFault(out, o.decision)
 	}
 	return out, nil
 }

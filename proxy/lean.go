@@ -59,10 +59,13 @@ func leanEligible(r *http.Request) bool {
 		len(r.Header["Upgrade"]) == 0 && len(r.Header["Expect"]) == 0
 }
 
-// leanAllowed reports whether o lets the request through to o.target.
+// leanAllowed reports whether o lets the request through to o.target
+// untouched. http_error and rpc_error requests are goproxy's to answer
+// (onRequest); tls_fail means nothing on plain HTTP and relays here.
 func leanAllowed(o outcome) bool {
 	switch o.decision.Action {
-	case rules.ActionReject, rules.ActionSinkhole, rules.ActionBlackhole:
+	case rules.ActionReject, rules.ActionSinkhole, rules.ActionBlackhole,
+		rules.ActionHTTPError, rules.ActionRPCError:
 		return false
 	}
 	return o.target.IsValid()

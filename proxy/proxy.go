@@ -5,6 +5,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chaos-unicorn/unicorn/certs"
 	"github.com/chaos-unicorn/unicorn/rules"
 	"github.com/elazarl/goproxy"
 )
@@ -49,6 +52,14 @@ type Config struct {
 	// view and must be safe for concurrent use. If nil, the page shows
 	// only how to reach the proxy the device connected to.
 	Info func() PageInfo
+	// CA issues the certificates for TLS interception, which happens only
+	// for CONNECT requests whose rule needs it (http_error, rpc_error,
+	// tls_fail). If nil, interception is off: such requests are tunnelled
+	// untouched and a warning is logged once.
+	CA *certs.CA
+	// UpstreamRoots verifies the upstreams of intercepted connections. If
+	// nil, the system roots are used.
+	UpstreamRoots *x509.CertPool
 }
 
 // Defaults applied by New for zero Config fields.
@@ -73,6 +84,15 @@ type Proxy struct {
 	blackhole time.Duration
 	log       *slog.Logger
 	info      func() PageInfo
+
+	// ca issues interception leaves; nil disables interception.
+	// untrusted is a throwaway CA made by New that no device trusts, for
+	// tls_fail untrusted. roots verifies intercepted upstreams.
+	ca        *certs.CA
+	untrusted *certs.CA
+	roots     *x509.CertPool
+	noCA      sync.Once // warns once that a rule needs a CA
+	gp        *goproxy.ProxyHttpServer
 
 	srv *http.Server
 	tr  *http.Transport
@@ -113,7 +133,16 @@ func New(cfg Config) (*Proxy, error) {
 		blackhole: cfg.BlackholeTimeout,
 		log:       cfg.Logger,
 		info:      cfg.Info,
+		ca:        cfg.CA,
+		roots:     cfg.UpstreamRoots,
 		conns:     make(map[net.Conn]struct{}),
+	}
+	if p.ca != nil {
+		u, err := certs.New(certs.Options{Host: "untrusted", CacheSize: 64})
+		if err != nil {
+			return nil, fmt.Errorf("proxy: throwaway CA: %w", err)
+		}
+		p.untrusted = u
 	}
 	if p.lookup == nil {
 		r := cfg.Resolver
@@ -199,8 +228,12 @@ func (p *Proxy) chain() http.Handler {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 		DisableCompression:  true,
+		// https requests (from intercepted connections) go out HTTP/1.1,
+		// verified against Config.UpstreamRoots or the system roots.
+		TLSClientConfig: &tls.Config{RootCAs: p.roots},
 	}
 	gp.Tr = p.tr
+	p.gp = gp
 	// CONNECT never reaches goproxy (stage 2); if it ever did, it must not
 	// dial anything on its own.
 	gp.ConnectDial = func(string, string) (net.Conn, error) {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chaos-unicorn/unicorn/certs"
 	"github.com/chaos-unicorn/unicorn/proxy"
 	"github.com/chaos-unicorn/unicorn/proxy/proxytest"
 	"github.com/chaos-unicorn/unicorn/rules"
@@ -57,6 +58,9 @@ type worldConfig struct {
 	Clients   rules.ClientSet
 	Blackhole time.Duration
 	Info      func() proxy.PageInfo
+	// CA and UpstreamRoots turn on TLS interception.
+	CA            *certs.CA
+	UpstreamRoots *x509.CertPool
 }
 
 // newWorld starts a proxy described by wc; it is closed when t ends.
@@ -71,6 +75,8 @@ func newWorld(t *testing.T, wc worldConfig) *world {
 		BlackholeTimeout: wc.Blackhole,
 		Logger:           slog.New(w.Logs),
 		Info:             wc.Info,
+		CA:               wc.CA,
+		UpstreamRoots:    wc.UpstreamRoots,
 	}
 	p, err := proxy.New(cfg)
 	if err != nil {

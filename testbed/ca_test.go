@@ -2,6 +2,8 @@ package testbed
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"os"
@@ -53,5 +55,44 @@ func TestCAOnThePage(t *testing.T) {
 	}
 	if fingerprint == "" || !strings.Contains(string(page), fingerprint) {
 		t.Errorf("the page does not show the fingerprint %q that `ca show` prints:\n%s", fingerprint, show.Stdout)
+	}
+}
+
+// TestInterceptedHTTPError: with a CA, an http_error rule for an HTTPS host
+// answers inside the CONNECT tunnel with the rule's status and body, under
+// a certificate from that CA; the upstream is never asked.
+func TestInterceptedHTTPError(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	if out := Run(t, "ca", "init", "--dir", dir); out.Code != 0 {
+		t.Fatalf("ca init: exit %d\n%s", out.Code, out.Stderr)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rulesFile := filepath.Join(t.TempDir(), "etherscan.yaml")
+	os.WriteFile(rulesFile, []byte("scenario: etherscan-502\nrules:\n  - {hosts: [api.etherscan.io], action: http_error, status: 502, body: etherscan is down}\n"), 0o644)
+	u := Start(t, "--rules", rulesFile, "--ca-dir", dir)
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		Proxy:           http.ProxyURL(u.ProxyURL),
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+	}}
+	resp, err := c.Get("https://api.etherscan.io/api?module=account&action=txlist")
+	if err != nil {
+		t.Fatalf("GET through the intercepting proxy: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || string(body) != "etherscan is down" {
+		t.Errorf("got %d %q, want 502 %q", resp.StatusCode, body, "etherscan is down")
+	}
+	if resp.Header.Get("X-Unicorn-Scenario") != "etherscan-502" {
+		t.Errorf("X-Unicorn-Scenario %q", resp.Header.Get("X-Unicorn-Scenario"))
+	}
+	if n := u.Upstream.Questions("api.etherscan.io"); n != 0 {
+		t.Errorf("unicorn looked api.etherscan.io up %d times; an injected error needs no upstream", n)
 	}
 }

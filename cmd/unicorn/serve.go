@@ -114,6 +114,7 @@ func serve(c *cli.Context) error {
 	px, err := proxy.New(proxy.Config{
 		Decider:          engine,
 		Lookup:           dnsSrv.Lookup,
+		CA:               ca, // nil: rules that need interception pass untouched
 		Clients:          clients,
 		BlackholeTimeout: c.Duration("blackhole-timeout"),
 		Logger:           log,
