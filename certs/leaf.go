@@ -80,7 +80,28 @@ func (ca *CA) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, erro
 	return nil, errors.New("certs: no SNI and no local IP address to issue a certificate for")
 }
 
+// Expired issues a leaf for host from the CA that expired a day ago (valid
+// for the eight days before), for tests of how a device handles an
+// expired certificate. It is never cached.
+func (ca *CA) Expired(host string) (*tls.Certificate, error) {
+	key, err := normalizeHost(host)
+	if err != nil {
+		return nil, err
+	}
+	now := ca.now()
+	return ca.issueValid(key, now, now.Add(-8*24*time.Hour), now.Add(-24*time.Hour))
+}
+
 func (ca *CA) issue(host string, now time.Time) (*tls.Certificate, error) {
+	notAfter := now.Add(LeafValidity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	return ca.issueValid(host, now, now.Add(-time.Hour), notAfter)
+}
+
+// issueValid signs, at now, a leaf for host valid from notBefore to notAfter.
+func (ca *CA) issueValid(host string, now, notBefore, notAfter time.Time) (*tls.Certificate, error) {
 	if !now.Before(ca.Cert.NotAfter) {
 		return nil, fmt.Errorf("the CA expired on %s: run `unicorn ca init --force`", ca.Cert.NotAfter.UTC().Format(time.DateOnly))
 	}
@@ -95,14 +116,11 @@ func (ca *CA) issue(host string, now time.Time) (*tls.Certificate, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: host},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(LeafValidity),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-	}
-	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
-		tmpl.NotAfter = ca.Cert.NotAfter
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		tmpl.IPAddresses = []net.IP{ip.AsSlice()}

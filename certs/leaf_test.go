@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -174,5 +175,26 @@ func TestHandshakeOverPipe(t *testing.T) {
 	}
 	if got := cli.ConnectionState().PeerCertificates[0].DNSNames; len(got) != 1 || got[0] != "mainnet.infura.io" {
 		t.Errorf("peer certificate names %v", got)
+	}
+}
+
+func TestExpiredLeaf(t *testing.T) {
+	ca, err := New(Options{Host: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ca.Expired("API.example.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	_, err = c.Leaf.Verify(x509.VerifyOptions{DNSName: "api.example", Roots: roots})
+	var invalid x509.CertificateInvalidError
+	if !errors.As(err, &invalid) || invalid.Reason != x509.Expired {
+		t.Errorf("Verify = %v, want an expired certificate", err)
+	}
+	if err := c.Leaf.CheckSignatureFrom(ca.Cert); err != nil || c.Leaf.DNSNames[0] != "api.example" {
+		t.Errorf("the expired leaf is not the CA's for api.example: %v %v", err, c.Leaf.DNSNames)
 	}
 }

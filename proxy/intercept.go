@@ -88,10 +88,9 @@ func (p *Proxy) intercept(w http.ResponseWriter, host string, port uint16, d rul
 				return p.ca.Leaf(wrongName)
 			}
 		case rules.TLSExpired:
-			// certs cannot issue an expired leaf from the trusted CA yet;
-			// the closest failure is an untrusted one.
-			p.log.Warn("tls_fail expired is not implemented: presenting an untrusted certificate instead", "rule", d.String())
-			fallthrough
+			cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return p.ca.Expired(leafFor(hello))
+			}
 		default:
 			cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 				return p.untrusted.Leaf(leafFor(hello))

@@ -147,6 +147,7 @@ func TestInterceptTLSFail(t *testing.T) {
 		{rules.TLSUntrusted, "certificate signed by unknown authority"},
 		{rules.TLSSelfSigned, "certificate signed by unknown authority"},
 		{rules.TLSWrongName, "certificate is valid for wrong.invalid, not " + faultedHost},
+		{rules.TLSExpired, "certificate has expired"},
 		{rules.TLSAlert, "handshake failure"},
 	} {
 		t.Run(c.kind.String(), func(t *testing.T) {
