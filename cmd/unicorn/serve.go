@@ -39,6 +39,7 @@ port 53 needs root or the cap_net_bind_service capability.`,
 			&cli.StringSliceFlag{Name: "allow-clients", Usage: "serve only clients in `CIDR` (repeatable; default: loopback, private and link-local ranges)"},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: 2 * time.Second, Usage: "answer SERVFAIL when the upstreams have not answered within this `DURATION`"},
 			&cli.DurationFlag{Name: "blackhole-timeout", Value: 60 * time.Second, Usage: "close a blackholed proxy connection after this `DURATION` of silence"},
+			&cli.StringFlag{Name: "upstream-ca", Usage: "also trust the certificates in PEM `FILE` when unicorn itself talks TLS to an upstream (intercepted hosts; for test servers)"},
 			&cli.StringFlag{Name: "ca-dir", Usage: "local CA `DIR` made by `unicorn ca init` (default $UNICORN_HOME, else the user config directory + /unicorn)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json (to stderr)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log `LEVEL`: debug, info, warn, error"},
@@ -100,6 +101,10 @@ func serve(c *cli.Context) error {
 	}
 
 	ca := serveCA(c, log)
+	upstreamRoots, err := upstreamCAs(c.String("upstream-ca"))
+	if err != nil {
+		return err
+	}
 
 	// One DNS server answers on every --dns address, with one cache and
 	// one name memory, and resolves the proxy's allowed hosts; with no
@@ -115,6 +120,7 @@ func serve(c *cli.Context) error {
 		Decider:          engine,
 		Lookup:           dnsSrv.Lookup,
 		CA:               ca, // nil: rules that need interception pass untouched
+		UpstreamRoots:    upstreamRoots,
 		Clients:          clients,
 		BlackholeTimeout: c.Duration("blackhole-timeout"),
 		Logger:           log,

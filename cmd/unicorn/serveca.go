@@ -1,9 +1,12 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 
 	"github.com/chaos-unicorn/unicorn/certs"
 	"github.com/urfave/cli/v2"
@@ -34,4 +37,24 @@ func serveCA(c *cli.Context, log *slog.Logger) *certs.CA {
 	}
 	log.Info("CA loaded", "dir", dir, "sha256", ca.Fingerprint())
 	return ca
+}
+
+// upstreamCAs returns the system roots plus the certificates in file, or
+// nil (the system roots alone) when file is "".
+func upstreamCAs(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("--upstream-ca: %v", err), 2)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, cli.Exit(fmt.Sprintf("--upstream-ca %s: no PEM certificate in it", file), 2)
+	}
+	return pool, nil
 }
