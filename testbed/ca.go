@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -65,6 +66,11 @@ func newCA(now time.Time) (*CA, error) {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return &CA{cert: cert, key: key, pool: pool, leaves: make(map[string]*tls.Certificate)}, nil
+}
+
+// PEM returns the CA certificate in PEM, e.g. for unicorn's --upstream-ca.
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
 }
 
 // Pool returns a pool holding only the CA: set it as a client's RootCAs.
