@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,6 +58,10 @@ func main() {
 		err = connectProxy(args)
 	case "decide":
 		err = decide(args)
+	case "keepalive":
+		err = keepAlive(args)
+	case "leafcheck":
+		err = leafCheck(args)
 	default:
 		usage()
 	}
@@ -67,7 +72,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool gen|freeports|waitport|dnswait|httpserver|tlsserver|sink|pump|connectproxy|decide [flags]")
+	fmt.Fprintln(os.Stderr, "usage: benchtool gen|freeports|waitport|dnswait|httpserver|tlsserver|sink|pump|connectproxy|decide|keepalive|leafcheck [flags]")
 	os.Exit(2)
 }
 
@@ -267,9 +272,21 @@ func zeros(w io.Writer, n int64) error { return zerosChunk(w, n, 256<<10) }
 func tlsServer(args []string) error {
 	fs := flag.NewFlagSet("tlsserver", flag.ExitOnError)
 	addr := fs.String("addr", "", "listen ip:port")
+	names := fs.String("names", "", "comma-separated DNS names (under .test) the certificate also covers")
+	certOut := fs.String("certout", "", "write the (self-signed) certificate as PEM to this file")
 	fs.Parse(args)
 	if err := loopback(*addr); err != nil {
 		return err
+	}
+	var dnsNames []string
+	for _, n := range strings.Split(*names, ",") {
+		if n = strings.TrimSpace(n); n == "" {
+			continue
+		}
+		if !strings.HasSuffix(n, ".test") {
+			return fmt.Errorf("-names: %q is not under .test", n)
+		}
+		dnsNames = append(dnsNames, n)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -281,6 +298,7 @@ func tlsServer(args []string) error {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     dnsNames,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
@@ -289,6 +307,11 @@ func tlsServer(args []string) error {
 		return err
 	}
 	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	if *certOut != "" {
+		if err := os.WriteFile(*certOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+			return err
+		}
+	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := int64(1 << 30)
 		if s := r.URL.Query().Get("bytes"); s != "" {
