@@ -13,8 +13,9 @@ import (
 
 // serveConnect answers a CONNECT request. An allowed CONNECT is a blind
 // tunnel to the decided address; only a rule that needs the decrypted
-// traffic (http_error, rpc_error, tls_fail) makes it intercept TLS
-// (intercept.go), and only when Config.CA is set.
+// traffic (http_error, rpc_error, tls_fail, or one matching methods, paths
+// or request headers) makes it intercept TLS (intercept.go), and only when
+// Config.CA is set.
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	host, port, err := splitTarget(r.URL.Host, 0)
 	if err != nil {
@@ -27,7 +28,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	defer context.AfterFunc(p.ctx, cancel)()
 
-	o, err := p.decide(ctx, client, host, port)
+	o, err := p.decide(ctx, client, host, port, nil)
 	if err != nil {
 		p.log.Info("proxy error", "client", client.String(), "target", r.URL.Host, "err", err)
 		w.Header().Set("Connection", "close")
@@ -58,7 +59,16 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		// allow, spoof and delay tunnel to o.target after o.delay (decide
 		// already chose the target and summed the latency). throttle and
 		// cut also tunnel untouched here; later issues map them onto this
-		// front end.
+		// front end. A rule for this host that matches methods, paths or
+		// headers needs the requests: intercept, and each request inside
+		// is decided on its own (its delay, spoof or fault applies there).
+		if p.needsContent(client, host, o) {
+			if p.ca != nil {
+				p.intercept(w, host, port, o.decision)
+				return
+			}
+			p.warnNoCA(o.decision)
+		}
 	}
 
 	if err := p.wait(ctx, o.delay); err != nil {

@@ -32,8 +32,10 @@ type outcome struct {
 // about the address chosen, so that address and port rules apply to names
 // that resolve there. A literal address is asked about once, directly. The
 // error is set only when no decision blocked and the name cannot be
-// resolved, or a rule cannot be carried out.
-func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port uint16) (o outcome, err error) {
+// resolved, or a rule cannot be carried out. req is the HTTP request
+// asked about, whose method, path and headers rules may match; nil for a
+// CONNECT.
+func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port uint16, req *http.Request) (o outcome, err error) {
 	o = outcome{host: host, port: port}
 	defer func() {
 		if err == nil {
@@ -41,6 +43,9 @@ func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port
 		}
 	}()
 	f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Port: port, Proto: rules.ProtoTCP}
+	if req != nil {
+		f.Method, f.Path, f.Header = req.Method, req.URL.Path, req.Header.Get
+	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		f.Addr = a.Unmap()
 		o.target = netip.AddrPortFrom(f.Addr, port)
@@ -62,7 +67,34 @@ func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port
 	a := addrs[0].Unmap()
 	o.target = netip.AddrPortFrom(a, port)
 	f.Layer, f.Addr = rules.LayerTCP, a
+	f.Method, f.Path, f.Header = "", "", nil // a connection has no request
 	return o, o.steer(p.ask(f))
+}
+
+// contentDecider is a Decider that can tell whether a connection's fate
+// may depend on the HTTP requests inside it (*rules.Engine is one).
+type contentDecider interface {
+	NeedsContent(rules.Flow) bool
+}
+
+// needsContent reports whether a CONNECT to host:port, decided o, must be
+// intercepted so that each request inside it is decided by its method,
+// path and headers: some rule for the host or its address needs them.
+func (p *Proxy) needsContent(client netip.Addr, host string, o outcome) bool {
+	nc, ok := p.decider.(contentDecider)
+	if !ok {
+		return false
+	}
+	f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Port: o.port, Proto: rules.ProtoTCP}
+	if a, err := netip.ParseAddr(host); err == nil {
+		f.Addr = a.Unmap()
+	} else {
+		f.Host = host
+		if o.target.IsValid() {
+			f.Addr = o.target.Addr()
+		}
+	}
+	return nc.NeedsContent(f)
 }
 
 // errLocalTarget refuses a device a destination on unicorn's own machine.
@@ -151,6 +183,9 @@ func (p *Proxy) ask(f rules.Flow) rules.Decision {
 	}
 	if f.Host != "" && f.Addr.IsValid() {
 		attrs = append(attrs, slog.String("addr", f.Addr.String()))
+	}
+	if f.Method != "" {
+		attrs = append(attrs, slog.String("method", f.Method), slog.String("path", f.Path))
 	}
 	attrs = append(attrs, d.LogAttrs()...)
 	p.log.LogAttrs(context.Background(), slog.LevelInfo, "proxy decision", attrs...)

@@ -20,7 +20,7 @@ func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request
 	if d, ok := predecided(req); ok {
 		o, err = d.o, d.err
 	} else {
-		o, err = p.decide(req.Context(), clientAddr(req), host, port)
+		o, err = p.decide(req.Context(), clientAddr(req), host, port, req)
 	}
 	if err != nil {
 		p.log.Info("proxy error", "client", clientAddr(req).String(), "target", req.URL.Host, "err", err)

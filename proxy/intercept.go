@@ -23,7 +23,9 @@ import (
 )
 
 // TLS interception happens only for a CONNECT whose rule needs it
-// (http_error, rpc_error, tls_fail) and only with Config.CA set. The
+// (http_error, rpc_error, tls_fail, or any rule for the host that matches
+// methods, paths or request headers: rules.Engine.NeedsContent) and only
+// with Config.CA set. The
 // proxy answers 200, terminates TLS with a leaf from the CA and serves
 // HTTP/1.1 on the decrypted connection, sending every request through
 // goproxy as an https proxy request: onRequest decides each one again and

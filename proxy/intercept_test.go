@@ -35,6 +35,19 @@ type tlsWorld struct {
 
 func newTLSWorld(t *testing.T, d rules.Decision, withCA bool) *tlsWorld {
 	t.Helper()
+	return newTLSWorldWith(t, withCA, func(wc *worldConfig) {
+		wc.Decide = func(f rules.Flow) rules.Decision {
+			if f.Host == faultedHost {
+				return d
+			}
+			return rules.Decision{}
+		}
+	})
+}
+
+// newTLSWorldWith is newTLSWorld with the rules set by config.
+func newTLSWorldWith(t *testing.T, withCA bool, config func(*worldConfig)) *tlsWorld {
+	t.Helper()
 	tw := &tlsWorld{rs: &rpcServer{}}
 	var err error
 	if tw.ca, err = certs.New(certs.Options{Host: "test"}); err != nil {
@@ -53,15 +66,10 @@ func newTLSWorld(t *testing.T, d rules.Decision, withCA bool) *tlsWorld {
 	tw.roots.AddCert(tw.upCA.Cert)
 	tw.roots.AddCert(tw.ca.Cert)
 	wc := worldConfig{
-		Hosts: map[string][]netip.Addr{faultedHost: {loopback}, siblingHost: {loopback}},
-		Decide: func(f rules.Flow) rules.Decision {
-			if f.Host == faultedHost {
-				return d
-			}
-			return rules.Decision{}
-		},
+		Hosts:         map[string][]netip.Addr{faultedHost: {loopback}, siblingHost: {loopback}},
 		UpstreamRoots: upRoots,
 	}
+	config(&wc)
 	if withCA {
 		wc.CA = tw.ca
 	}

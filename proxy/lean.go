@@ -82,7 +82,7 @@ func (p *Proxy) serveLean(w http.ResponseWriter, r *http.Request) (*http.Request
 	if err != nil {
 		return r, false // onRequest answers 400
 	}
-	o, err := p.decide(r.Context(), clientAddr(r), host, port)
+	o, err := p.decide(r.Context(), clientAddr(r), host, port, r)
 	d := &decided{o: o, err: err}
 	r = r.WithContext(context.WithValue(r.Context(), decidedKey{}, d))
 	// A first request with a body stays with the server, which owns its

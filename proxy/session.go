@@ -129,7 +129,7 @@ func (s *session) next(head []byte) bool {
 		return s.handoff(nil)
 	}
 	ctx := s.p.ctx
-	o, err := s.p.decide(ctx, s.client, host, port)
+	o, err := s.p.decide(ctx, s.client, host, port, req)
 	d := &decided{o: o, err: err}
 	if err != nil || !leanAllowed(o) || len(req.TransferEncoding) != 0 {
 		return s.handoff(d)

@@ -53,6 +53,8 @@ type world struct {
 type worldConfig struct {
 	// Decide is the rule set; nil allows everything.
 	Decide func(rules.Flow) rules.Decision
+	// Engine, if set, is the rule set instead of Decide, with NeedsContent.
+	Engine *rules.Engine
 	// Hosts are the names the fake DNS server knows.
 	Hosts     map[string][]netip.Addr
 	Clients   rules.ClientSet
@@ -68,8 +70,13 @@ func newWorld(t *testing.T, wc worldConfig) *world {
 	t.Helper()
 	w := &world{t: t, Logs: &logRecorder{mu: new(sync.Mutex), recs: new([]logRec)}}
 	w.Rules = &recordingDecider{fn: wc.Decide}
+	var decider rules.Decider = w.Rules
+	if wc.Engine != nil {
+		w.Rules.fn = wc.Engine.Decide
+		decider = contentDecider{w.Rules, wc.Engine}
+	}
 	cfg := proxy.Config{
-		Decider:          w.Rules,
+		Decider:          decider,
 		Resolver:         proxytest.NewResolver(t, wc.Hosts),
 		Clients:          wc.Clients,
 		BlackholeTimeout: wc.Blackhole,
@@ -144,6 +151,15 @@ func (d *recordingDecider) Decide(f rules.Flow) rules.Decision {
 	}
 	return d.fn(f)
 }
+
+// contentDecider records flows like recordingDecider and answers
+// NeedsContent with an engine, as *rules.Engine does.
+type contentDecider struct {
+	*recordingDecider
+	e *rules.Engine
+}
+
+func (d contentDecider) NeedsContent(f rules.Flow) bool { return d.e.NeedsContent(f) }
 
 // Flows returns the flows asked about so far.
 func (d *recordingDecider) Flows() []rules.Flow {

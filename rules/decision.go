@@ -36,13 +36,30 @@ type Rule struct {
 
 	svc     *Service       // what the rule matches; nil matches every flow
 	clients []netip.Prefix // devices the rule applies to; nil means all
+	http    *httpMatch     // what it asks of an HTTP request; nil: nothing
+	// content is set when the rule needs to see HTTP content: it has
+	// content fields, or an action only an intercepting proxy can apply.
+	content bool
 }
+
+// NeedsContent reports whether the rule needs the HTTP content of the
+// flows it matches: it matches methods, paths or request headers, or its
+// action is http_error, rpc_error or tls_fail.
+func (r *Rule) NeedsContent() bool { return r.content }
 
 // matches reports whether the rule applies to f, given that f's name or
 // address already matched the rule's service (or the service has none).
 // Whether the action means anything at f's layer is not its concern: the
 // first matching rule wins at every layer (see snapshot.decide).
 func (r *Rule) matches(f *Flow) bool {
+	if r.http != nil && !r.http.match(f) {
+		return false
+	}
+	return r.matchesDest(f)
+}
+
+// matchesDest is matches without the rule's HTTP content fields.
+func (r *Rule) matchesDest(f *Flow) bool {
 	if r.svc != nil && !r.svc.portMatch(f.Port, f.Proto) {
 		return false
 	}

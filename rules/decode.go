@@ -14,8 +14,8 @@ var (
 	fileKeys    = []string{"scenario", "description", "optional", "services", "devices", "rules"}
 	serviceKeys = []string{"description", "domains", "hosts", "regex", "ips", "ports", "include"}
 	// A rule either names a service or lists the service's fields inline.
-	ruleKeys = append([]string{"service", "action", "clients", "description"},
-		append(serviceKeys[1:], paramKeys()...)...)
+	ruleKeys = append(append([]string{"service", "action", "clients", "description"},
+		append(serviceKeys[1:], contentKeys...)...), paramKeys()...)
 )
 
 // pendingRule is a rule whose service and client references are resolved
@@ -236,6 +236,11 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 				inline = &Service{Pos: d.pos(n)}
 			}
 			ld.decodeSelector(d, inline, key, v, p)
+		case "methods", "paths", "request_headers":
+			if r.http == nil {
+				r.http = &httpMatch{}
+			}
+			decodeContent(d, r.http, key, v, p)
 		default:
 			params[key] = v
 		}
@@ -264,8 +269,12 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 		} else {
 			r.Action = a
 			decodeParams(d, r, params, path)
+			if a == ActionTLSFail && r.http != nil {
+				d.errf(n, path, "tls_fail fails the handshake, before any request: it cannot match methods, paths or request_headers")
+			}
 		}
 	}
+	r.content = r.http != nil || r.Action == ActionHTTPError || r.Action == ActionRPCError || r.Action == ActionTLSFail
 	ld.pending = append(ld.pending, pr)
 }
 

@@ -46,6 +46,11 @@ func (r *Rule) Describe() string {
 	default:
 		b.WriteString("any")
 	}
+	if r.http != nil {
+		if m := r.http.describe(); m != "" {
+			b.WriteString(" " + m)
+		}
+	}
 	if r.clients != nil {
 		cs := make([]string, len(r.clients))
 		for i, c := range r.clients {

@@ -50,14 +50,15 @@ func (e *Engine) Decide(f Flow) Decision {
 
 // snapshot is the compiled, immutable form of the active scenarios.
 type snapshot struct {
-	set    *Set
-	active []*Scenario
-	rules  []*Rule    // every active rule; a rule's priority is its index
-	lists  [][]int32  // rule lists, each ascending; list 0 is empty
-	names  *nameTable // domains and hosts
-	addrs  *addrTable // prefixes
-	regex  []int32    // rules whose service has regexes
-	always []int32    // rules that match without a name or address
+	set     *Set
+	active  []*Scenario
+	rules   []*Rule    // every active rule; a rule's priority is its index
+	lists   [][]int32  // rule lists, each ascending; list 0 is empty
+	names   *nameTable // domains and hosts
+	addrs   *addrTable // prefixes
+	regex   []int32    // rules whose service has regexes
+	always  []int32    // rules that match without a name or address
+	content bool       // some rule needs HTTP content (Rule.NeedsContent)
 }
 
 func compile(set *Set, active []string) (*snapshot, error) {
@@ -133,6 +134,7 @@ func compile(set *Set, active []string) (*snapshot, error) {
 	}
 	for i, r := range s.rules {
 		id := int32(i)
+		s.content = s.content || r.content
 		svc := r.svc
 		if svc == nil || !svc.selective() {
 			s.always = append(s.always, id)
@@ -157,6 +159,23 @@ func compile(set *Set, active []string) (*snapshot, error) {
 const none = int32(1<<31 - 1)
 
 func (s *snapshot) decide(f *Flow) Decision {
+	best := s.first(f)
+	if best == none {
+		return Decision{}
+	}
+	r := s.rules[best]
+	if !r.Action.AppliesTo(f.Layer) {
+		// The first matching rule wins at every layer; where its action
+		// means nothing (an http_error at the DNS layer), the flow passes
+		// untouched so that a later layer can apply it, and a broader
+		// rule further down does not win instead.
+		return Decision{Action: ActionAllow, Rule: r}
+	}
+	return Decision{Action: r.Action, Rule: r}
+}
+
+// first returns the priority of the first rule that matches f, or none.
+func (s *snapshot) first(f *Flow) int32 {
 	best := none
 	// consider lowers best to the first rule of list that matches f.
 	consider := func(list uint32) {
@@ -217,18 +236,88 @@ func (s *snapshot) decide(f *Flow) Decision {
 			break
 		}
 	}
-	if best == none {
-		return Decision{}
+	return best
+}
+
+// NeedsContent reports whether what happens to f, a connection by name
+// and/or address (a CONNECT), may depend on the HTTP requests inside it:
+// some rule that needs content (see Rule.NeedsContent) matches f's
+// destination, ports and client, and no rule before it decides f outright.
+// A proxy intercepts such a connection to decide each request; every
+// other connection can be tunnelled untouched. Like Decide, it allocates
+// nothing and costs the same lookups.
+func (e *Engine) NeedsContent(f Flow) bool {
+	return e.snap.Load().needsContent(&f)
+}
+
+func (s *snapshot) needsContent(f *Flow) bool {
+	if !s.content {
+		return false
 	}
-	r := s.rules[best]
-	if !r.Action.AppliesTo(f.Layer) {
-		// The first matching rule wins at every layer; where its action
-		// means nothing (an http_error at the DNS layer), the flow passes
-		// untouched so that a later layer can apply it, and a broader
-		// rule further down does not win instead.
-		return Decision{Action: ActionAllow, Rule: r}
+	// Rules after the first that matches f outright never see its
+	// requests; the first itself may need them (http_error by name).
+	bound := s.first(f)
+	if bound != none && s.rules[bound].content {
+		return true
 	}
-	return Decision{Action: r.Action, Rule: r}
+	found := false
+	check := func(list uint32) {
+		for _, id := range s.lists[list] {
+			if id >= bound || found {
+				return
+			}
+			if r := s.rules[id]; r.content && r.matchesDest(f) {
+				found = true
+				return
+			}
+		}
+	}
+	if host := trimDot(f.Host); host != "" && len(host) <= maxNameLen {
+		for rest := host; rest != "" && !found; {
+			p := s.names.find(rest)
+			if p.exact != 0 && len(rest) == len(host) {
+				check(p.exact)
+			}
+			if p.suffix != 0 {
+				check(p.suffix)
+			}
+			i := strings.IndexByte(rest, '.')
+			if i < 0 {
+				break
+			}
+			rest = rest[i+1:]
+		}
+		for _, id := range s.regex {
+			if id >= bound || found {
+				break
+			}
+			r := s.rules[id]
+			if !r.content {
+				continue
+			}
+			for _, re := range r.svc.Regex {
+				if re.MatchString(host) && r.matchesDest(f) {
+					found = true
+					break
+				}
+			}
+		}
+	}
+	if f.Addr.IsValid() && !found {
+		s.addrs.each(f.Addr, func(list uint32) bool {
+			check(list)
+			return !found
+		})
+	}
+	for _, id := range s.always {
+		if id >= bound || found {
+			break
+		}
+		if r := s.rules[id]; r.content && r.matchesDest(f) {
+			found = true
+		}
+	}
+	return found
 }
 
 // maxNameLen is the longest DNS name in text form, without the final dot.

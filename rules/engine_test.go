@@ -2,6 +2,7 @@ package rules
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -265,13 +266,21 @@ func TestDecideLongName(t *testing.T) {
 // read buffers (dnsblock's UDP loop), which relies on Decide neither
 // allocating nor keeping Flow.Host.
 func TestDecideAllocatesNothing(t *testing.T) {
-	e := mustEngine(t, engineRules)
+	rules := engineRules
 	flows := []Flow{
 		{Layer: LayerDNS, Host: "API.wallet.example."},
 		{Layer: LayerDNS, Host: "ad12.example"},
 		{Layer: LayerDNS, Host: "www.example.org"},
 		{Layer: LayerTCP, Client: addr("192.0.2.3"), Addr: addr("198.51.100.7"), Port: 443, Proto: ProtoTCP},
 	}
+	if raceEnabled {
+		// The race detector makes sync.Pool drop items at random, so
+		// regexp (which pools its machines) allocates now and then: leave
+		// the regex rule out, and check the rest of Decide.
+		rules = strings.Replace(rules, "  - {service: odd, action: reject}\n", "", 1)
+		flows = slices.DeleteFunc(flows, func(f Flow) bool { return f.Host == "ad12.example" })
+	}
+	e := mustEngine(t, rules)
 	for _, f := range flows {
 		if n := testing.AllocsPerRun(100, func() { e.Decide(f) }); n != 0 {
 			t.Errorf("Decide(%v) allocates %.0f times", f, n)

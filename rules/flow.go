@@ -67,6 +67,20 @@ type Flow struct {
 	Port uint16
 	// Proto is the transport protocol of Port.
 	Proto Proto
+
+	// Method, Path and Header describe an HTTP request, at LayerHTTP only:
+	// a plain proxy request or one decrypted from an intercepted CONNECT.
+	// OPTIONAL; rules with methods:, paths: or request_headers: never
+	// match a flow where what they ask about is not known (a CONNECT, a
+	// DNS question, a TCP connection).
+	//
+	// Method is the request method ("" not known).
+	Method string
+	// Path is the request's URL path, without the query ("" not known).
+	Path string
+	// Header returns the request's value of a header, "" if absent; nil
+	// means the headers are not known. Names are passed in canonical form.
+	Header func(name string) string
 }
 
 func (f Flow) String() string {
