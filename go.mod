@@ -3,6 +3,7 @@ module github.com/chaos-unicorn/unicorn
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.14
 	github.com/elazarl/goproxy v1.9.3
 	github.com/miekg/dns v1.1.73
 	github.com/urfave/cli/v2 v2.27.7

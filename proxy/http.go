@@ -12,9 +12,16 @@ import (
 // plain HTTP proxy request and either returns the request, pinned to the
 // address to dial, or a canned response.
 func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	out, resp, _ := p.route(req)
+	return out, resp
+}
+
+// route is onRequest, also returning the decision made (zero when the
+// request was refused before a decision).
+func (p *Proxy) route(req *http.Request) (*http.Request, *http.Response, rules.Decision) {
 	host, port, err := splitTarget(req.URL.Host, defaultPort(req.URL.Scheme))
 	if err != nil {
-		return req, textResponse(req, http.StatusBadRequest, "unicorn: "+err.Error())
+		return req, textResponse(req, http.StatusBadRequest, "unicorn: "+err.Error()), rules.Decision{}
 	}
 	var o outcome
 	if d, ok := predecided(req); ok {
@@ -24,14 +31,15 @@ func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request
 	}
 	if err != nil {
 		p.log.Info("proxy error", "client", clientAddr(req).String(), "target", req.URL.Host, "err", err)
-		return req, textResponse(req, errStatus(err), "unicorn: "+err.Error())
+		return req, textResponse(req, errStatus(err), "unicorn: "+err.Error()), rules.Decision{}
 	}
+	d := o.decision
 
 	switch o.decision.Action {
 	case rules.ActionReject:
-		return req, newBlockPage(http.StatusForbidden, host, o.decision).response(req)
+		return req, newBlockPage(http.StatusForbidden, host, d).response(req), d
 	case rules.ActionSinkhole:
-		return req, newBlockPage(http.StatusBadGateway, host, o.decision).response(req)
+		return req, newBlockPage(http.StatusBadGateway, host, d).response(req), d
 	case rules.ActionBlackhole:
 		// Silence: no response at all. The wait ends when the client gives
 		// up (the server cancels the request context when the connection
@@ -42,7 +50,7 @@ func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request
 		abortResponse()
 	case rules.ActionHTTPError:
 		// Answered here: the upstream is never asked.
-		return req, httpErrorResponse(req, o.decision)
+		return req, httpErrorResponse(req, d), d
 	default:
 		// allow, spoof and delay relay to o.target after o.delay (decide
 		// already chose the target and summed the latency). rpc_error
@@ -69,10 +77,11 @@ func (p *Proxy) onRequest(req *http.Request, _ *goproxy.ProxyCtx) (*http.Request
 			out.Host = req.URL.Host
 		}
 	}
-	if o.decision.Action == rules.ActionRPCError {
-		return p.rpcFault(out, o.decision)
+	if d.Action == rules.ActionRPCError && !isWebSocket(req) {
+		out, resp := p.rpcFault(out, d)
+		return out, resp, d
 	}
-	return out, nil
+	return out, nil, d
 }
 
 // onResponse is the one goproxy response hook: it turns a failure to

@@ -27,13 +27,15 @@ import (
 // methods, paths or request headers: rules.Engine.NeedsContent) and only
 // with Config.CA set. The
 // proxy answers 200, terminates TLS with a leaf from the CA and serves
-// HTTP/1.1 on the decrypted connection, sending every request through
+// HTTP/1.1 or HTTP/2 on the decrypted connection, sending every request through
 // goproxy as an https proxy request: onRequest decides each one again and
 // answers or forwards it, to the real upstream over TLS verified against
 // Config.UpstreamRoots. Every other CONNECT stays a blind tunnel.
 //
-// Not yet: HTTP/2 (ALPN offers only http/1.1), WebSocket upgrades inside
-// an intercepted connection, tls_fail expired.
+// ALPN offers h2 and http/1.1: a client that picks h2 is served HTTP/2
+// (each stream decided like an HTTP/1.1 request); the upstream side stays
+// HTTP/1.1. WebSocket upgrades (HTTP/1.1 only; RFC 8441 over h2 is not
+// supported) are relayed by websocket.go over verified TLS.
 
 // handshakeTimeout bounds the TLS handshake with an intercepted client.
 const handshakeTimeout = 10 * time.Second
@@ -61,7 +63,7 @@ func (p *Proxy) intercept(w http.ResponseWriter, host string, port uint16, d rul
 	}
 	// Bytes behind the CONNECT head (the ClientHello) are in rw.Reader.
 	c := &bufConn{Conn: conn, r: rw.Reader}
-	cfg := &tls.Config{NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
 	leafFor := func(hello *tls.ClientHelloInfo) string {
 		if hello.ServerName != "" {
 			return hello.ServerName
@@ -118,17 +120,32 @@ func (p *Proxy) intercept(w http.ResponseWriter, host string, port uint16, d rul
 	p.serveDecrypted(tc, target)
 }
 
-// serveDecrypted serves HTTP/1.1 on the decrypted connection tc until it
+// serveDecrypted serves HTTP/1.1 or HTTP/2 on the decrypted connection tc until it
 // closes, sending each request through goproxy as an https proxy request
 // for target.
 func (p *Proxy) serveDecrypted(tc *tls.Conn, target string) {
 	l := &oneConnListener{c: tc, done: make(chan struct{})}
+	// A hijacked connection (a WebSocket over HTTP/1.1) stops Serve while
+	// its handler still relays: wait for it before the caller closes tc.
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	protos := new(http.Protocols)
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r.URL.Scheme = "https"
 			r.URL.Host = target
+			if isWebSocket(r) {
+				// Counted before the hijack that ends Serve.
+				handlers.Add(1)
+				defer handlers.Done()
+				p.serveWebSocket(w, r)
+				return
+			}
 			p.gp.ServeHTTP(w, r)
 		}),
+		Protocols:         protos,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          p.srv.ErrorLog,

@@ -205,7 +205,9 @@ func New(cfg Config) (*Proxy, error) {
 //     path can switch to MITM with its built-in CA, cannot hold a client
 //     in silence, and its hijack hook drops bytes the client sent right
 //     behind the CONNECT head.
-//  3. The lean path (lean.go) for plain HTTP/1.1 requests the rules let
+//  3. WebSocket upgrades (websocket.go), decided like any request, then
+//     relayed frame by frame, rpc_error applied to JSON-RPC frames. Then
+//     the lean path (lean.go) for plain HTTP/1.1 requests the rules let
 //     through: it takes the connection over and forwards the rest of the
 //     keep-alive session itself, handing back what it does not forward.
 //  4. goproxy, for everything else. It sends non-proxy requests (a path
@@ -253,9 +255,18 @@ func (p *Proxy) chain() http.Handler {
 		if rc, ok := r.Context().Value(replayKey{}).(*replayConn); ok {
 			if d := rc.take(); d != nil {
 				// Decided by the lean path, which handed it back.
-				gp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), decidedKey{}, d)))
+				r = r.WithContext(context.WithValue(r.Context(), decidedKey{}, d))
+				if isWebSocket(r) && r.URL.IsAbs() {
+					p.serveWebSocket(w, r)
+					return
+				}
+				gp.ServeHTTP(w, r)
 				return
 			}
+		}
+		if isWebSocket(r) && r.URL.IsAbs() {
+			p.serveWebSocket(w, r)
+			return
 		}
 		r, done := p.serveLean(w, r)
 		if !done {
