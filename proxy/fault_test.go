@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chaos-unicorn/unicorn/rules"
 )
@@ -152,5 +153,22 @@ func testRPC(t *testing.T, cl *http.Client, u string, rs *rpcServer) {
 	}
 	if n := rs.hits.Load(); n != 4 {
 		t.Errorf("upstream got %d requests, want 4", n)
+	}
+}
+
+// TestHTTPErrorLatency: an http_error rule with a latency answers late,
+// still without asking the upstream.
+func TestHTTPErrorLatency(t *testing.T) {
+	up := newUpstream(t, false)
+	d := decision(rules.ActionHTTPError, rules.Params{Status: 504, Body: "slow\n", Latency: 300 * time.Millisecond})
+	w := newWorld(t, worldConfig{Decide: func(rules.Flow) rules.Decision { return d }})
+	start := time.Now()
+	resp, body := w.get(up.URLFor("127.0.0.1"))
+	if resp.StatusCode != 504 || body != "slow\n" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	within(t, "delayed http_error", time.Since(start), 300*time.Millisecond, 2*time.Second)
+	if up.Hits() != 0 {
+		t.Errorf("upstream got %d requests", up.Hits())
 	}
 }

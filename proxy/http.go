@@ -49,7 +49,13 @@ func (p *Proxy) route(req *http.Request) (*http.Request, *http.Response, rules.D
 		p.holding.Add(-1)
 		abortResponse()
 	case rules.ActionHTTPError:
-		// Answered here: the upstream is never asked.
+		// Answered here, after the rule's latency if any: the upstream is
+		// never asked.
+		if ps := d.Params(); ps != nil && ps.Latency > 0 {
+			if err := p.wait(req.Context(), ps.Delay()); err != nil {
+				abortResponse()
+			}
+		}
 		return req, httpErrorResponse(req, d), d
 	default:
 		// allow, spoof and delay relay to o.target after o.delay (decide

@@ -128,6 +128,9 @@ func (p *Params) describe(a Action) string {
 		if p.Body != "" {
 			kv("body", fmt.Sprintf("%q", p.Body))
 		}
+		if p.Latency > 0 {
+			kv("latency", p.Latency)
+		}
 	case ActionRPCError:
 		kv("code", p.RPCCode)
 		kv("message", fmt.Sprintf("%q", p.RPCMessage))

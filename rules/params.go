@@ -19,7 +19,7 @@ var actionParams = [numActions][]string{
 	ActionDelay:     {"latency", "jitter"},
 	ActionThrottle:  {"rate"},
 	ActionCut:       {"after_bytes", "after"},
-	ActionHTTPError: {"status", "headers", "body"},
+	ActionHTTPError: {"status", "headers", "body", "latency", "jitter"},
 	ActionRPCError:  {"code", "message", "jsonrpc"},
 	ActionTLSFail:   {"failure"},
 }
