@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -91,37 +90,10 @@ func Veth(tb testing.TB, a *Netns, addrA string, b *Netns, addrB string) {
 // is stopped by its process id when tb ends, as with Start.
 func StartIn(tb testing.TB, n *Netns, args ...string) *Unicorn {
 	tb.Helper()
-	argv := n.Exec(append([]string{Binary(tb), "serve"}, args...)...)
-	u := &Unicorn{
-		tb:     tb,
-		cmd:    exec.Command(argv[0], argv[1:]...),
-		stdout: newLines(),
-		stderr: newLines(),
-		exited: make(chan struct{}),
+	u, err := launch(tb, n.Exec(append([]string{Binary(tb), "serve"}, args...)...), n.Name)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	u.cmd.Env = cleanEnv()
-	u.cmd.Stdout, u.cmd.Stderr = u.stdout, u.stderr
-	u.cmd.WaitDelay = pipeDelay
-	if err := u.cmd.Start(); err != nil {
-		tb.Fatalf("testbed: starting unicorn in %s: %v", n.Name, err)
-	}
-	go func() {
-		u.waitErr = u.cmd.Wait()
-		close(u.exited)
-	}()
-	tb.Cleanup(u.cleanup)
-	ok := u.stdout.waitFor(StartTimeout, u.exited, func(all []string) bool {
-		u.DNS, u.Proxy = bannerAddr(all, "DNS"), bannerAddr(all, "proxy")
-		return u.DNS != "" && u.Proxy != ""
-	})
-	if !ok {
-		exit := u.Stop()
-		u.reported = true
-		tb.Fatalf("testbed: unicorn serve %s in %s printed no DNS and proxy address within %v (exit: %v)\nstdout:\n%s\nstderr:\n%s",
-			strings.Join(args, " "), n.Name, StartTimeout, exit, u.stdout, u.stderr)
-	}
-	u.Banner, _ = u.stdout.snapshot()
-	u.ProxyURL = &url.URL{Scheme: "http", Host: u.Proxy}
 	return u
 }
 

@@ -89,18 +89,30 @@ func Start(tb testing.TB, args ...string) *Unicorn {
 // process has exited or been stopped, and tb has not been failed.
 func start(tb testing.TB, args []string) (*Unicorn, error) {
 	tb.Helper()
+	return launch(tb, append([]string{Binary(tb), "serve"}, args...), "")
+}
+
+// launch runs argv (a unicorn serve command line, perhaps behind `ip netns
+// exec`) and waits for its banner; where, if set, says where it runs in
+// errors. On error the process has exited or been stopped, and tb has not
+// been failed.
+func launch(tb testing.TB, argv []string, where string) (*Unicorn, error) {
+	tb.Helper()
 	u := &Unicorn{
 		tb:     tb,
-		cmd:    exec.Command(Binary(tb), append([]string{"serve"}, args...)...),
+		cmd:    exec.Command(argv[0], argv[1:]...),
 		stdout: newLines(),
 		stderr: newLines(),
 		exited: make(chan struct{}),
+	}
+	if where != "" {
+		where = " in " + where
 	}
 	u.cmd.Env = cleanEnv()
 	u.cmd.Stdout, u.cmd.Stderr = u.stdout, u.stderr
 	u.cmd.WaitDelay = pipeDelay
 	if err := u.cmd.Start(); err != nil {
-		return u, fmt.Errorf("testbed: starting unicorn: %v", err)
+		return u, fmt.Errorf("testbed: starting unicorn%s: %v", where, err)
 	}
 	go func() {
 		u.waitErr = u.cmd.Wait()
@@ -115,8 +127,8 @@ func start(tb testing.TB, args []string) (*Unicorn, error) {
 	if !ok {
 		exit := u.Stop()
 		u.reported = true
-		return u, fmt.Errorf("testbed: unicorn serve %s printed no DNS and proxy address within %v (exit: %v)\nstdout:\n%s\nstderr:\n%s",
-			strings.Join(args, " "), StartTimeout, exit, u.stdout, u.stderr)
+		return u, fmt.Errorf("testbed: %s%s printed no DNS and proxy address within %v (exit: %v)\nstdout:\n%s\nstderr:\n%s",
+			strings.Join(argv, " "), where, StartTimeout, exit, u.stdout, u.stderr)
 	}
 	u.Banner, _ = u.stdout.snapshot()
 	u.ProxyURL = &url.URL{Scheme: "http", Host: u.Proxy}
