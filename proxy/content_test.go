@@ -2,10 +2,12 @@ package proxy_test
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,5 +157,64 @@ func TestContentConnectNoCA(t *testing.T) {
 	want, _ := tw.upCA.Leaf(faultedHost)
 	if !resp.TLS.PeerCertificates[0].Equal(want.Leaf) {
 		t.Error("tunnel was intercepted without a CA")
+	}
+}
+
+// TestContentJSONRPC: a rule with jsonrpc: as a match field acts on the
+// requests that call one of its methods, alone or in a batch, also on a
+// keep-alive connection the lean path owns; other calls reach the upstream
+// with their bodies intact.
+func TestContentJSONRPC(t *testing.T) {
+	const host = "rpc.example.test"
+	set, err := rules.Parse("rpc.yaml", []byte(`
+scenario: rpc
+rules:
+  - {hosts: [`+host+`], jsonrpc: [eth_sendRawTransaction], action: http_error, status: 429}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rules.NewEngine(set, set.Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	var mu sync.Mutex
+	up := newCounted(t, func(rw http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		io.WriteString(rw, Body)
+	})
+	w := newWorld(t, worldConfig{Engine: e, Hosts: map[string][]netip.Addr{host: {loopback}}})
+	_, port, _ := net.SplitHostPort(up.Listener.Addr().String())
+	u := "http://" + host + ":" + port + "/"
+	cl, _ := oneConnClient(w)
+	balance := `{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0x0","latest"]}`
+	for i, c := range []struct {
+		body   string
+		status int
+	}{
+		{"", 200}, // a GET: the lean path takes the connection
+		{balance, 200},
+		{`{"jsonrpc":"2.0","id":2,"method":"eth_sendRawTransaction","params":["0xf86c"]}`, 429},
+		{`[` + balance + `,{"jsonrpc":"2.0","id":3,"method":"eth_sendRawTransaction"}]`, 429},
+		{balance, 200},
+	} {
+		method, body := http.MethodGet, io.Reader(nil)
+		if c.body != "" {
+			method, body = http.MethodPost, strings.NewReader(c.body)
+		}
+		req, _ := http.NewRequest(method, u, body)
+		resp, got := do(t, cl, req)
+		if resp.StatusCode != c.status {
+			t.Fatalf("%d: %s %s: got %d %q, want %d", i, method, c.body, resp.StatusCode, got, c.status)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 3 || bodies[1] != balance || bodies[2] != balance {
+		t.Errorf("upstream got bodies %q; want the GET's and the two eth_getBalance calls, intact", bodies)
 	}
 }

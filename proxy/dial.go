@@ -45,6 +45,7 @@ func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port
 	f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Port: port, Proto: rules.ProtoTCP}
 	if req != nil {
 		f.Method, f.Path, f.Header = req.Method, req.URL.Path, req.Header.Get
+		f.RPCMethods = rpcMethodsOf(req)
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		f.Addr = a.Unmap()
@@ -67,7 +68,7 @@ func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port
 	a := addrs[0].Unmap()
 	o.target = netip.AddrPortFrom(a, port)
 	f.Layer, f.Addr = rules.LayerTCP, a
-	f.Method, f.Path, f.Header = "", "", nil // a connection has no request
+	f.Method, f.Path, f.Header, f.RPCMethods = "", "", nil, nil // a connection has no request
 	return o, o.steer(p.ask(f))
 }
 

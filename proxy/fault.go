@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/chaos-unicorn/unicorn/rules"
 )
@@ -264,3 +265,43 @@ type readCloser struct {
 }
 
 func (rc readCloser) Close() error { return rc.c.Close() }
+
+// rpcMethodsOf returns, for Flow.RPCMethods, a function that reads req's
+// body once (up to maxRPCBody; a larger or unreadable body is not looked
+// at), puts it back for the upstream, and names the JSON-RPC methods it
+// calls: nil when it is not JSON-RPC. The rules call it only when a rule
+// with jsonrpc: is in question, so other requests are never read early.
+func rpcMethodsOf(req *http.Request) func() []string {
+	if req.Method != http.MethodPost || req.Body == nil || req.Body == http.NoBody {
+		return nil
+	}
+	var once sync.Once
+	var methods []string
+	return func() []string {
+		once.Do(func() {
+			body, err := io.ReadAll(io.LimitReader(req.Body, maxRPCBody+1))
+			if err != nil || len(body) > maxRPCBody {
+				req.Body = readCloser{io.MultiReader(bytes.NewReader(body), req.Body), req.Body}
+				return
+			}
+			req.Body.Close()
+			restore(req, body)
+			trimmed := bytes.TrimSpace(body)
+			var raws []json.RawMessage
+			switch {
+			case len(trimmed) > 0 && trimmed[0] == '[':
+				if json.Unmarshal(trimmed, &raws) != nil {
+					return
+				}
+			default:
+				raws = []json.RawMessage{trimmed}
+			}
+			for _, raw := range raws {
+				if c, ok := parseCall(raw); ok {
+					methods = append(methods, *c.Method)
+				}
+			}
+		})
+		return methods
+	}
+}

@@ -128,6 +128,11 @@ func (s *session) next(head []byte) bool {
 	if err != nil {
 		return s.handoff(nil)
 	}
+	if req.ContentLength != 0 && s.p.needsContent(s.client, host, outcome{port: port}) {
+		// A rule may ask about the body (jsonrpc:), which this path does
+		// not read before deciding: goproxy's path does.
+		return s.handoff(nil)
+	}
 	ctx := s.p.ctx
 	o, err := s.p.decide(ctx, s.client, host, port, req)
 	d := &decided{o: o, err: err}

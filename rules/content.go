@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -60,6 +61,7 @@ type httpMatch struct {
 	methods []string // upper case
 	paths   []pattern
 	headers []headerMatch
+	rpc     []string // JSON-RPC method names, one of which the body must call
 }
 
 // match reports whether the request f describes satisfies m. A flow that
@@ -106,6 +108,22 @@ func (m *httpMatch) match(f *Flow) bool {
 			}
 		}
 	}
+	// Last: reading the methods may mean reading the request body.
+	if m.rpc != nil {
+		if f.RPCMethods == nil {
+			return false
+		}
+		ok := false
+		for _, called := range f.RPCMethods() {
+			if slices.Contains(m.rpc, called) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
 	return true
 }
 
@@ -127,6 +145,9 @@ func (m *httpMatch) describe() string {
 			hs[i] = fmt.Sprintf("%s=%q", h.name, h.value.String())
 		}
 		parts = append(parts, "request_headers=["+strings.Join(hs, " ")+"]")
+	}
+	if len(m.rpc) > 0 {
+		parts = append(parts, "jsonrpc=["+strings.Join(m.rpc, " ")+"]")
 	}
 	return strings.Join(parts, " ")
 }
@@ -176,6 +197,18 @@ func decodeContent(d *fileDecoder, m *httpMatch, key string, v *yaml.Node, path 
 		})
 		if len(v.Content) == 0 && v.Kind == yaml.SequenceNode {
 			d.errf(v, path, "empty list matches no request (leave paths: out to match any path)")
+		}
+	case "jsonrpc":
+		m.rpc = []string{}
+		d.strs(v, path, func(s string, n *yaml.Node, p string) {
+			if s == "" || strings.ContainsAny(s, " \t\r\n\"") {
+				d.errf(n, p, "%q is not a JSON-RPC method name (want e.g. eth_sendRawTransaction)", s)
+				return
+			}
+			m.rpc = append(m.rpc, s)
+		})
+		if len(v.Content) == 0 && v.Kind == yaml.SequenceNode {
+			d.errf(v, path, "empty list matches no request (leave jsonrpc: out to match any call)")
 		}
 	case "request_headers":
 		m.headers = []headerMatch{}

@@ -113,3 +113,33 @@ func TestContentAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestJSONRPCMatch(t *testing.T) {
+	e := mustEngine(t, `
+scenario: rpc
+rules:
+  - {hosts: [rpc.example.test], jsonrpc: [eth_sendRawTransaction], action: delay, latency: 2s}
+  - {hosts: [rpc.example.test], action: rpc_error, code: -32000, jsonrpc: [eth_call]}
+`)
+	calls := func(m ...string) func() []string { return func() []string { return m } }
+	for _, tt := range []struct {
+		name string
+		flow Flow
+		want Action
+		rule int
+	}{
+		{"faulted method", Flow{Layer: LayerHTTP, Host: "rpc.example.test", Method: "POST", RPCMethods: calls("eth_sendRawTransaction")}, ActionDelay, 0},
+		{"in a batch", Flow{Layer: LayerHTTP, Host: "rpc.example.test", Method: "POST", RPCMethods: calls("eth_getBalance", "eth_sendRawTransaction")}, ActionDelay, 0},
+		{"another method", Flow{Layer: LayerHTTP, Host: "rpc.example.test", Method: "POST", RPCMethods: calls("eth_getBalance")}, ActionRPCError, 1},
+		{"body unknown", Flow{Layer: LayerHTTP, Host: "rpc.example.test", Method: "POST"}, ActionRPCError, 1},
+		{"at dns", Flow{Layer: LayerDNS, Host: "rpc.example.test"}, ActionAllow, 1},
+	} {
+		d := e.Decide(tt.flow)
+		if d.Action != tt.want || d.Rule == nil || d.Rule.Index != tt.rule {
+			t.Errorf("%s: %v, want %v by rules[%d]", tt.name, d, tt.want, tt.rule)
+		}
+	}
+	if !e.NeedsContent(Flow{Layer: LayerHTTP, Host: "rpc.example.test", Port: 443}) {
+		t.Error("NeedsContent false for a host with a jsonrpc rule")
+	}
+}

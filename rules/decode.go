@@ -268,9 +268,18 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 			d.errf(actionNode, join(path, "action"), "%q is not an action (want one of %s)", s, ActionNames())
 		} else {
 			r.Action = a
+			if n := params["jsonrpc"]; n != nil && a != ActionRPCError {
+				// For rpc_error, jsonrpc names the methods to fault; on any
+				// other action it is a match field, like methods or paths.
+				if r.http == nil {
+					r.http = &httpMatch{}
+				}
+				decodeContent(d, r.http, "jsonrpc", n, join(path, "jsonrpc"))
+				delete(params, "jsonrpc")
+			}
 			decodeParams(d, r, params, path)
 			if a == ActionTLSFail && r.http != nil {
-				d.errf(n, path, "tls_fail fails the handshake, before any request: it cannot match methods, paths or request_headers")
+				d.errf(n, path, "tls_fail fails the handshake, before any request: it cannot match methods, paths, request_headers or jsonrpc")
 			}
 		}
 	}

@@ -81,6 +81,11 @@ type Flow struct {
 	// Header returns the request's value of a header, "" if absent; nil
 	// means the headers are not known. Names are passed in canonical form.
 	Header func(name string) string
+	// RPCMethods returns the JSON-RPC method names the request's body
+	// calls (every element of a batch), or nil when it is not JSON-RPC. It
+	// may read the body, so it is called only when a rule asks. OPTIONAL:
+	// nil means unknown, and rules with jsonrpc: do not match.
+	RPCMethods func() []string
 }
 
 func (f Flow) String() string {

@@ -87,3 +87,47 @@ rules:
 		t.Errorf("batch: %+v; want the balance, the rate-limit error for id 11, and the block number, in order", batch)
 	}
 }
+
+// TestSlowBalance: a delay rule with jsonrpc: as a match field slows the
+// named JSON-RPC method only, through interception, with the fake Infura.
+func TestSlowBalance(t *testing.T) {
+	w := NewWorld(t)
+	dir := filepath.Join(t.TempDir(), "ca")
+	if out := Run(t, "ca", "init", "--dir", dir); out.Code != 0 {
+		t.Fatalf("ca init: exit %d\n%s", out.Code, out.Stderr)
+	}
+	tmp := t.TempDir()
+	upstreamCA := filepath.Join(tmp, "testbed-ca.pem")
+	os.WriteFile(upstreamCA, TestCA().PEM(), 0o644)
+	rulesFile := filepath.Join(tmp, "slow.yaml")
+	os.WriteFile(rulesFile, []byte("scenario: slow-balance\nrules:\n  - {hosts: [mainnet.infura.io], jsonrpc: [eth_getBalance], action: delay, latency: 500ms}\n"), 0o644)
+	u := w.Start(t, "--rules", rulesFile, "--ca-dir", dir, "--upstream-ca", upstreamCA)
+
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		Proxy:           http.ProxyURL(u.ProxyURL),
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+	}}
+	_, port, _ := net.SplitHostPort(w.InfuraTLS)
+	url := "https://mainnet.infura.io:" + port + "/v3/x"
+	timed := func(body string) (time.Duration, string) {
+		t.Helper()
+		start := time.Now()
+		resp, err := c.Post(url, "application/json", bytes.NewBufferString(body))
+		if err != nil {
+			t.Fatalf("POST %s: %v", body, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return time.Since(start), string(b)
+	}
+	timed(`{"jsonrpc":"2.0","id":0,"method":"eth_chainId"}`) // the handshake and the leaf, out of the timings
+	if took, body := timed(`{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}`); took > 400*time.Millisecond || !bytes.Contains([]byte(body), []byte(InfuraBlockNumber)) {
+		t.Errorf("eth_blockNumber took %v (%q), want it undelayed", took, body)
+	}
+	if took, body := timed(`{"jsonrpc":"2.0","id":2,"method":"eth_getBalance","params":["0x0","latest"]}`); took < 500*time.Millisecond || took > 3*time.Second || !bytes.Contains([]byte(body), []byte("0xde0b6b3a7640000")) {
+		t.Errorf("eth_getBalance took %v (%q), want about 500ms late with the real balance", took, body)
+	}
+}
