@@ -188,7 +188,7 @@ func (p *Proxy) servePage(w http.ResponseWriter, r *http.Request) {
 	host, port := localHostPort(r)
 	var info PageInfo
 	if p.info != nil && r.URL.Path != "/proxy.pac" {
-		info = p.info()
+		info = p.info(clientAddr(r))
 	}
 	switch r.URL.Path {
 	case "/":

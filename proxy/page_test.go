@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -45,7 +46,7 @@ func newCA(t *testing.T) *certs.CA {
 
 func TestPageWithCA(t *testing.T) {
 	ca := newCA(t)
-	w := newWorld(t, worldConfig{Info: func() proxy.PageInfo {
+	w := newWorld(t, worldConfig{Info: func(netip.Addr) proxy.PageInfo {
 		return proxy.PageInfo{ProxyAddrs: []string{"127.0.0.1:8080", phoneAddr}, CA: ca}
 	}})
 	_, b := getDirect(t, w, "/")
@@ -101,7 +102,7 @@ func TestPageWithCA(t *testing.T) {
 }
 
 func TestPageWithoutCA(t *testing.T) {
-	w := newWorld(t, worldConfig{Info: func() proxy.PageInfo { return proxy.PageInfo{} }})
+	w := newWorld(t, worldConfig{Info: func(netip.Addr) proxy.PageInfo { return proxy.PageInfo{} }})
 	_, b := getDirect(t, w, "/")
 	body := string(b)
 	if !strings.Contains(body, "No CA is configured") || !strings.Contains(body, "<code>unicorn ca init</code>") {

@@ -48,10 +48,11 @@ type Config struct {
 	// Logger receives decisions and errors, with component "proxy". If
 	// nil, slog.Default() is used.
 	Logger *slog.Logger
-	// Info says what the landing page shows. It is called once per page
-	// view and must be safe for concurrent use. If nil, the page shows
-	// only how to reach the proxy the device connected to.
-	Info func() PageInfo
+	// Info says what the landing page shows the device at client (the
+	// scenarios that apply to it). It is called once per page view and
+	// must be safe for concurrent use. If nil, the page shows only how to
+	// reach the proxy the device connected to.
+	Info func(client netip.Addr) PageInfo
 	// CA issues the certificates for TLS interception, which happens only
 	// for CONNECT requests whose rule needs it (http_error, rpc_error,
 	// tls_fail). If nil, interception is off: such requests are tunnelled
@@ -83,7 +84,7 @@ type Proxy struct {
 	clients   rules.ClientSet
 	blackhole time.Duration
 	log       *slog.Logger
-	info      func() PageInfo
+	info      func(netip.Addr) PageInfo
 
 	// ca issues interception leaves; nil disables interception.
 	// untrusted is a throwaway CA made by New that no device trusts, for

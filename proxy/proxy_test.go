@@ -22,7 +22,7 @@ func TestNewNeedsDecider(t *testing.T) {
 }
 
 func TestLandingPage(t *testing.T) {
-	w := newWorld(t, worldConfig{Info: func() proxy.PageInfo {
+	w := newWorld(t, worldConfig{Info: func(netip.Addr) proxy.PageInfo {
 		return proxy.PageInfo{
 			Scenarios: []proxy.ScenarioInfo{{Name: "cud-2019", Description: "Infura is down", Services: []string{"infura"}}},
 			DNSAddrs:  []string{"0.0.0.0:53", "192.0.2.1:5353"},

@@ -59,7 +59,7 @@ type worldConfig struct {
 	Hosts     map[string][]netip.Addr
 	Clients   rules.ClientSet
 	Blackhole time.Duration
-	Info      func() proxy.PageInfo
+	Info      func(netip.Addr) proxy.PageInfo
 	// CA and UpstreamRoots turn on TLS interception.
 	CA            *certs.CA
 	UpstreamRoots *x509.CertPool

@@ -75,6 +75,21 @@ func (r *Rule) matchesDest(f *Flow) bool {
 	return true
 }
 
+// AppliesToClient reports whether the rule can act on flows from the
+// device at a: it names no clients, or a is among them.
+func (r *Rule) AppliesToClient(a netip.Addr) bool {
+	if r.clients == nil {
+		return true
+	}
+	a = a.Unmap().WithZone("")
+	for _, p := range r.clients {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // Ref is the short reference used in logs, pages and headers:
 // "cud-2019 rules[1] (scenarios/cud-2019.yaml:41)".
 func (r *Rule) Ref() string {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -124,7 +125,9 @@ func serve(c *cli.Context) error {
 		Clients:          clients,
 		BlackholeTimeout: c.Duration("blackhole-timeout"),
 		Logger:           log,
-		Info:             func() proxy.PageInfo { return pageInfo(engine, ca, lns.proxyAddrs(), lns.dnsAddrs()) },
+		Info: func(client netip.Addr) proxy.PageInfo {
+			return pageInfo(engine, ca, client, lns.proxyAddrs(), lns.dnsAddrs())
+		},
 	})
 	if err != nil {
 		return err
@@ -371,13 +374,28 @@ func activeNames(e *rules.Engine) []string {
 	return names
 }
 
-func pageInfo(e *rules.Engine, ca *certs.CA, proxyAddrs, dnsAddrs []string) proxy.PageInfo {
+// pageInfo is what the device page shows the device at client: the active
+// scenarios with a rule that applies to it, and their services.
+func pageInfo(e *rules.Engine, ca *certs.CA, client netip.Addr, proxyAddrs, dnsAddrs []string) proxy.PageInfo {
 	info := proxy.PageInfo{ProxyAddrs: proxyAddrs, DNSAddrs: dnsAddrs}
 	if ca != nil { // a nil *certs.CA in the interface would not be nil
 		info.CA = ca
 	}
 	for _, sc := range e.Active() {
-		info.Scenarios = append(info.Scenarios, proxy.ScenarioInfo{Name: sc.Name, Description: sc.Description, Services: sc.Services()})
+		var services []string
+		applies := false
+		for _, r := range sc.Rules {
+			if !r.AppliesToClient(client) {
+				continue
+			}
+			applies = true
+			if r.Service != "" && !slices.Contains(services, r.Service) {
+				services = append(services, r.Service)
+			}
+		}
+		if applies {
+			info.Scenarios = append(info.Scenarios, proxy.ScenarioInfo{Name: sc.Name, Description: sc.Description, Services: services})
+		}
 	}
 	return info
 }
