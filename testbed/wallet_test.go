@@ -18,34 +18,14 @@ import (
 // through unicorn's interception, eth_sendRawTransaction fails with the
 // rule's rate-limit error while balances still load, alone and in a batch.
 func TestWalletSendRateLimited(t *testing.T) {
-	w := NewWorld(t)
-	dir := filepath.Join(t.TempDir(), "ca")
-	if out := Run(t, "ca", "init", "--dir", dir); out.Code != 0 {
-		t.Fatalf("ca init: exit %d\n%s", out.Code, out.Stderr)
-	}
-	tmp := t.TempDir()
-	upstreamCA := filepath.Join(tmp, "testbed-ca.pem")
-	os.WriteFile(upstreamCA, TestCA().PEM(), 0o644)
-	rulesFile := filepath.Join(tmp, "rate-limit.yaml")
-	os.WriteFile(rulesFile, []byte(`scenario: infura-rate-limited
+	c, url := interceptingUnicorn(t, `scenario: infura-rate-limited
 rules:
   - hosts: [mainnet.infura.io]
     action: rpc_error
     code: -32005
     message: daily request count exceeded, request rate limited
     jsonrpc: [eth_sendRawTransaction]
-`), 0o644)
-	u := w.Start(t, "--rules", rulesFile, "--ca-dir", dir, "--upstream-ca", upstreamCA)
-
-	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM) // the phone trusts unicorn's CA, as the page tells it to
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		Proxy:           http.ProxyURL(u.ProxyURL),
-		TLSClientConfig: &tls.Config{RootCAs: roots},
-	}}
-	_, port, _ := net.SplitHostPort(w.InfuraTLS)
-	url := "https://mainnet.infura.io:" + port + "/v3/f315575765b14720b32382a61a89341a"
+`)
 	call := func(body string) []byte {
 		t.Helper()
 		resp, err := c.Post(url, "application/json", bytes.NewBufferString(body))
@@ -91,27 +71,7 @@ rules:
 // TestSlowBalance: a delay rule with jsonrpc: as a match field slows the
 // named JSON-RPC method only, through interception, with the fake Infura.
 func TestSlowBalance(t *testing.T) {
-	w := NewWorld(t)
-	dir := filepath.Join(t.TempDir(), "ca")
-	if out := Run(t, "ca", "init", "--dir", dir); out.Code != 0 {
-		t.Fatalf("ca init: exit %d\n%s", out.Code, out.Stderr)
-	}
-	tmp := t.TempDir()
-	upstreamCA := filepath.Join(tmp, "testbed-ca.pem")
-	os.WriteFile(upstreamCA, TestCA().PEM(), 0o644)
-	rulesFile := filepath.Join(tmp, "slow.yaml")
-	os.WriteFile(rulesFile, []byte("scenario: slow-balance\nrules:\n  - {hosts: [mainnet.infura.io], jsonrpc: [eth_getBalance], action: delay, latency: 500ms}\n"), 0o644)
-	u := w.Start(t, "--rules", rulesFile, "--ca-dir", dir, "--upstream-ca", upstreamCA)
-
-	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		Proxy:           http.ProxyURL(u.ProxyURL),
-		TLSClientConfig: &tls.Config{RootCAs: roots},
-	}}
-	_, port, _ := net.SplitHostPort(w.InfuraTLS)
-	url := "https://mainnet.infura.io:" + port + "/v3/x"
+	c, url := interceptingUnicorn(t, "scenario: slow-balance\nrules:\n  - {hosts: [mainnet.infura.io], jsonrpc: [eth_getBalance], action: delay, latency: 500ms}\n")
 	timed := func(body string) (time.Duration, string) {
 		t.Helper()
 		start := time.Now()
@@ -130,4 +90,33 @@ func TestSlowBalance(t *testing.T) {
 	if took, body := timed(`{"jsonrpc":"2.0","id":2,"method":"eth_getBalance","params":["0x0","latest"]}`); took < 500*time.Millisecond || took > 3*time.Second || !bytes.Contains([]byte(body), []byte("0xde0b6b3a7640000")) {
 		t.Errorf("eth_getBalance took %v (%q), want about 500ms late with the real balance", took, body)
 	}
+}
+
+// interceptingUnicorn starts unicorn with rulesYAML, a fresh CA made by
+// `unicorn ca init` and the testbed CA trusted upstream, and returns a
+// client that trusts unicorn's CA (as a phone does after the page's
+// steps) and the fake Infura's URL by name.
+func interceptingUnicorn(t *testing.T, rulesYAML string) (*http.Client, string) {
+	t.Helper()
+	w := NewWorld(t)
+	dir := filepath.Join(t.TempDir(), "ca")
+	if out := Run(t, "ca", "init", "--dir", dir); out.Code != 0 {
+		t.Fatalf("ca init: exit %d\n%s", out.Code, out.Stderr)
+	}
+	tmp := t.TempDir()
+	upstreamCA := filepath.Join(tmp, "testbed-ca.pem")
+	os.WriteFile(upstreamCA, TestCA().PEM(), 0o644)
+	rulesFile := filepath.Join(tmp, "rules.yaml")
+	os.WriteFile(rulesFile, []byte(rulesYAML), 0o644)
+	u := w.Start(t, "--rules", rulesFile, "--ca-dir", dir, "--upstream-ca", upstreamCA)
+
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		Proxy:           http.ProxyURL(u.ProxyURL),
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+	}}
+	_, port, _ := net.SplitHostPort(w.InfuraTLS)
+	return c, "https://mainnet.infura.io:" + port + "/v3/f315575765b14720b32382a61a89341a"
 }

@@ -337,41 +337,24 @@ func tlsServer(args []string) error {
 // closes. The length prefix lets pump finish through relays that do not
 // pass a half-close on (tinyproxy).
 func sink(args []string) error {
-	fs := flag.NewFlagSet("sink", flag.ExitOnError)
-	addr := fs.String("addr", "", "listen ip:port")
-	fs.Parse(args)
-	if err := loopback(*addr); err != nil {
-		return err
-	}
-	l, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return err
+	return serveLoopback("sink", args, func(c net.Conn) {
+		var b [8]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return
 		}
-		go func() {
-			defer c.Close()
-			var b [8]byte
-			if _, err := io.ReadFull(c, b[:]); err != nil {
-				return
+		want := int64(binary.BigEndian.Uint64(b[:]))
+		buf := make([]byte, 1<<20)
+		var n int64
+		for n < want {
+			k, err := c.Read(buf[:min(int64(len(buf)), want-n)])
+			n += int64(k)
+			if err != nil {
+				break
 			}
-			want := int64(binary.BigEndian.Uint64(b[:]))
-			buf := make([]byte, 1<<20)
-			var n int64
-			for n < want {
-				k, err := c.Read(buf[:min(int64(len(buf)), want-n)])
-				n += int64(k)
-				if err != nil {
-					break
-				}
-			}
-			binary.BigEndian.PutUint64(b[:], uint64(n))
-			c.Write(b[:])
-		}()
-	}
+		}
+		binary.BigEndian.PutUint64(b[:], uint64(n))
+		c.Write(b[:])
+	})
 }
 
 // pump streams -bytes (after their 8-byte length) to the sink at -target,
@@ -452,7 +435,40 @@ func zerosChunk(w io.Writer, n int64, chunk int) error {
 // targets only) that relays with two plain io.Copy between *net.TCPConn,
 // which Go turns into splice(2). It shows what any Go relay costs here.
 func connectProxy(args []string) error {
-	fs := flag.NewFlagSet("connectproxy", flag.ExitOnError)
+	return serveLoopback("connectproxy", args, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != http.MethodConnect || loopback(req.Host) != nil {
+			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+			return
+		}
+		up, err := net.Dial("tcp", req.Host)
+		if err != nil {
+			io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+			return
+		}
+		defer up.Close()
+		io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+		if n := br.Buffered(); n > 0 {
+			b, _ := br.Peek(n)
+			up.Write(b)
+		}
+		done := make(chan struct{})
+		go func() {
+			io.Copy(up, c)
+			up.(*net.TCPConn).CloseWrite()
+			close(done)
+		}()
+		io.Copy(c, up)
+		c.(*net.TCPConn).CloseWrite()
+		<-done
+	})
+}
+
+// serveLoopback parses -addr from args, refuses a non-loopback address,
+// and runs handle on each connection accepted there (closing it after).
+func serveLoopback(name string, args []string, handle func(net.Conn)) error {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	addr := fs.String("addr", "", "listen ip:port")
 	fs.Parse(args)
 	if err := loopback(*addr); err != nil {
@@ -469,32 +485,7 @@ func connectProxy(args []string) error {
 		}
 		go func() {
 			defer c.Close()
-			br := bufio.NewReader(c)
-			req, err := http.ReadRequest(br)
-			if err != nil || req.Method != http.MethodConnect || loopback(req.Host) != nil {
-				io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-				return
-			}
-			up, err := net.Dial("tcp", req.Host)
-			if err != nil {
-				io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-				return
-			}
-			defer up.Close()
-			io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-			if n := br.Buffered(); n > 0 {
-				b, _ := br.Peek(n)
-				up.Write(b)
-			}
-			done := make(chan struct{})
-			go func() {
-				io.Copy(up, c)
-				up.(*net.TCPConn).CloseWrite()
-				close(done)
-			}()
-			io.Copy(c, up)
-			c.(*net.TCPConn).CloseWrite()
-			<-done
+			handle(c)
 		}()
 	}
 }
