@@ -155,6 +155,26 @@ func compile(set *Set, active []string) (*snapshot, error) {
 	return s, nil
 }
 
+// nameLists calls fn with each rule list host leads to, until fn returns
+// false: its exact-host list, then the domain list of each name along its
+// labels (a.b.example.com, b.example.com, example.com, com).
+func (s *snapshot) nameLists(host string, fn func(list uint32) bool) {
+	for rest := host; rest != ""; {
+		p := s.names.find(rest)
+		if p.exact != 0 && len(rest) == len(host) && !fn(p.exact) {
+			return
+		}
+		if p.suffix != 0 && !fn(p.suffix) {
+			return
+		}
+		i := strings.IndexByte(rest, '.')
+		if i < 0 {
+			return
+		}
+		rest = rest[i+1:]
+	}
+}
+
 // none is larger than any rule index.
 const none = int32(1<<31 - 1)
 
@@ -192,22 +212,10 @@ func (s *snapshot) first(f *Flow) int32 {
 	// A name longer than DNS allows is no name: walking its labels would
 	// cost time that grows with the square of its length.
 	if host := trimDot(f.Host); host != "" && len(host) <= maxNameLen {
-		// Walk the labels: a.b.example.com, b.example.com, example.com,
-		// com. The full name may also be an exact host.
-		for rest := host; rest != ""; {
-			p := s.names.find(rest)
-			if p.exact != 0 && len(rest) == len(host) {
-				consider(p.exact)
-			}
-			if p.suffix != 0 {
-				consider(p.suffix)
-			}
-			i := strings.IndexByte(rest, '.')
-			if i < 0 {
-				break
-			}
-			rest = rest[i+1:]
-		}
+		s.nameLists(host, func(list uint32) bool {
+			consider(list)
+			return true
+		})
 		for _, id := range s.regex {
 			if id >= best {
 				break
@@ -273,20 +281,10 @@ func (s *snapshot) needsContent(f *Flow) bool {
 		}
 	}
 	if host := trimDot(f.Host); host != "" && len(host) <= maxNameLen {
-		for rest := host; rest != "" && !found; {
-			p := s.names.find(rest)
-			if p.exact != 0 && len(rest) == len(host) {
-				check(p.exact)
-			}
-			if p.suffix != 0 {
-				check(p.suffix)
-			}
-			i := strings.IndexByte(rest, '.')
-			if i < 0 {
-				break
-			}
-			rest = rest[i+1:]
-		}
+		s.nameLists(host, func(list uint32) bool {
+			check(list)
+			return !found
+		})
 		for _, id := range s.regex {
 			if id >= bound || found {
 				break
