@@ -64,13 +64,7 @@ func keepAlive(args []string) error {
 	size := fs.Int("bytes", 0, "response body size")
 	roots := fs.String("roots", "", "comma-separated PEM files to trust")
 	fs.Parse(args)
-	if err := loopback(*proxy); err != nil {
-		return err
-	}
-	if err := testTarget(*target); err != nil {
-		return err
-	}
-	pool, err := rootsFrom(*roots)
+	pool, err := checkProxyTarget(*proxy, *target, *roots)
 	if err != nil {
 		return err
 	}
@@ -148,13 +142,7 @@ func leafCheck(args []string) error {
 	conns := fs.Int("conns", 2, "connections")
 	roots := fs.String("roots", "", "comma-separated PEM files to trust")
 	fs.Parse(args)
-	if err := loopback(*proxy); err != nil {
-		return err
-	}
-	if err := testTarget(*target); err != nil {
-		return err
-	}
-	pool, err := rootsFrom(*roots)
+	pool, err := checkProxyTarget(*proxy, *target, *roots)
 	if err != nil {
 		return err
 	}
@@ -207,4 +195,16 @@ func leafCheck(args []string) error {
 		fmt.Printf("%.3f %d\n", ms, same)
 	}
 	return nil
+}
+
+// checkProxyTarget refuses a proxy off loopback or a target outside .test,
+// and returns the pool of the PEM files in roots.
+func checkProxyTarget(proxy, target, roots string) (*x509.CertPool, error) {
+	if err := loopback(proxy); err != nil {
+		return nil, err
+	}
+	if err := testTarget(target); err != nil {
+		return nil, err
+	}
+	return rootsFrom(roots)
 }
