@@ -374,14 +374,18 @@ func activeNames(e *rules.Engine) []string {
 	return names
 }
 
-// pageInfo is what the device page shows the device at client: the active
-// scenarios with a rule that applies to it, and their services.
+// pageInfo is what the device page shows the device at client: the
+// scenarios on for it with a rule that applies to it, and their services.
 func pageInfo(e *rules.Engine, ca *certs.CA, client netip.Addr, proxyAddrs, dnsAddrs []string) proxy.PageInfo {
 	info := proxy.PageInfo{ProxyAddrs: proxyAddrs, DNSAddrs: dnsAddrs}
 	if ca != nil { // a nil *certs.CA in the interface would not be nil
 		info.CA = ca
 	}
-	for _, sc := range e.Active() {
+	for _, st := range e.Scenarios() {
+		if !st.AppliesToClient(client) {
+			continue
+		}
+		sc := st.Scenario
 		var services []string
 		applies := false
 		for _, r := range sc.Rules {
