@@ -140,14 +140,22 @@ type Params struct {
 	RPCMethods []string
 	// TLSFailure is the kind of certificate a tls_fail rule presents.
 	TLSFailure TLSFailure
+
+	rnd *stream // the engine's seeded source for this rule; nil: math/rand
 }
 
 // Delay is a delay rule's wait: Latency plus a uniform draw from
 // [-Jitter, +Jitter], never below zero. Every front end waits this long.
+// For the Params of an engine's Decision the draw comes from the engine's
+// seeded source (see Engine.SetSeed), the rule's next one.
 func (p *Params) Delay() time.Duration {
 	d := p.Latency
 	if p.Jitter > 0 {
-		d += rand.N(2*p.Jitter+1) - p.Jitter
+		if p.rnd != nil {
+			d += time.Duration(p.rnd.next()%uint64(2*p.Jitter+1)) - p.Jitter
+		} else {
+			d += rand.N(2*p.Jitter+1) - p.Jitter
+		}
 	}
 	return max(d, 0)
 }

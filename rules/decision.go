@@ -33,6 +33,10 @@ type Rule struct {
 	// Action and Params say what happens to a matching flow.
 	Action Action
 	Params Params
+	// Modifiers say when the rule acts (probability, first, every, window,
+	// schedule, phases); nil: on every flow it matches. A rule with phases
+	// has the first phase's Action and Params.
+	Modifiers *Modifiers
 
 	svc     *Service       // what the rule matches; nil matches every flow
 	clients []netip.Prefix // devices the rule applies to; nil means all
@@ -103,10 +107,16 @@ type Decision struct {
 	Action Action
 	// Rule is the rule that decided, nil when no rule matched.
 	Rule *Rule
+
+	params *Params // the engine's copy: of the current phase, with seeded jitter
 }
 
-// Params returns the deciding rule's parameters, or nil for a plain allow.
+// Params returns the parameters of the deciding rule (of its current phase
+// for a rule with phases), or nil for a plain allow.
 func (d Decision) Params() *Params {
+	if d.params != nil {
+		return d.params
+	}
 	if d.Rule == nil {
 		return nil
 	}

@@ -15,7 +15,7 @@ var (
 	serviceKeys = []string{"description", "domains", "hosts", "regex", "ips", "ports", "include"}
 	// A rule either names a service or lists the service's fields inline.
 	ruleKeys = append(append([]string{"service", "action", "clients", "description"},
-		append(serviceKeys[1:], contentKeys...)...), paramKeys()...)
+		append(serviceKeys[1:], contentKeys...)...), append(paramKeys(), modifierKeys...)...)
 )
 
 // pendingRule is a rule whose service and client references are resolved
@@ -260,8 +260,12 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 				"to match every flow on purpose, give no match fields at all")
 		}
 	}
-	if actionNode == nil {
-		d.errf(n, join(path, "action"), "missing (want one of %s)", ActionNames())
+	decodeModifiers(d, r, params, path)
+	if pn := params["phases"]; pn != nil {
+		delete(params, "phases")
+		decodePhases(d, r, actionNode, pn, params, path)
+	} else if actionNode == nil {
+		d.errf(n, join(path, "action"), "missing (want one of %s or phases:)", ActionNames())
 	} else if s, ok := d.str(actionNode, join(path, "action")); ok {
 		a, ok := ParseAction(s)
 		if !ok {
@@ -283,7 +287,8 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 			}
 		}
 	}
-	r.content = r.http != nil || r.Action == ActionHTTPError || r.Action == ActionRPCError || r.Action == ActionTLSFail
+	r.content = r.http != nil || r.Action == ActionHTTPError || r.Action == ActionRPCError || r.Action == ActionTLSFail ||
+		(r.Modifiers != nil && r.Modifiers.needsContent())
 	ld.pending = append(ld.pending, pr)
 }
 

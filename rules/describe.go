@@ -58,9 +58,18 @@ func (r *Rule) Describe() string {
 		}
 		fmt.Fprintf(&b, " clients=[%s]", strings.Join(cs, " "))
 	}
-	b.WriteString(" -> " + r.Action.String())
-	if p := r.Params.describe(r.Action); p != "" {
-		b.WriteString(" " + p)
+	if m := r.Modifiers; m != nil && len(m.Phases) > 0 {
+		b.WriteString(" -> " + m.describePhases())
+	} else {
+		b.WriteString(" -> " + r.Action.String())
+		if p := r.Params.describe(r.Action); p != "" {
+			b.WriteString(" " + p)
+		}
+	}
+	if m := r.Modifiers; m != nil {
+		if s := m.describe(); s != "" {
+			b.WriteString(" when " + s)
+		}
 	}
 	return b.String()
 }

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -20,6 +21,7 @@ type Engine struct {
 	snap atomic.Pointer[snapshot]
 	now  atomic.Pointer[func() time.Time]
 	obs  atomic.Pointer[func(Event)]
+	seed atomic.Uint64 // of probability: draws and jitter; see SetSeed
 
 	mu       sync.Mutex // serialises changes; Decide never takes it
 	watchers map[int]func()
@@ -31,6 +33,7 @@ type Engine struct {
 // the set's other scenarios are loaded, off, and rank after them.
 func NewEngine(set *Set, active []string) (*Engine, error) {
 	e := &Engine{}
+	e.seed.Store(rand.Uint64())
 	if err := e.Swap(set, active); err != nil {
 		return nil, err
 	}
@@ -50,6 +53,7 @@ func (e *Engine) Swap(set *Set, active []string) error {
 		e.mu.Unlock()
 		return err
 	}
+	c.bind(&e.seed)
 	now := e.Now()
 	act := c.newActivation()
 	for i, sc := range c.scenarios {
@@ -84,6 +88,7 @@ func (e *Engine) Reload(set *Set) error {
 		e.mu.Unlock()
 		return err
 	}
+	c.bind(&e.seed)
 	act := c.newActivation()
 	for i, sc := range c.scenarios {
 		if j := old.index(sc.Name); j >= 0 {
@@ -110,6 +115,7 @@ func (e *Engine) Switch(name string, on bool, clients []netip.Prefix) error {
 	}
 	act := s.act.clone()
 	act.on[i], act.since[i] = on, e.Now()
+	act.counts[i] = make(counts, len(s.scenarios[i].Rules)) // first:, every: count from the switch
 	act.scope[i] = nil
 	if on && clients != nil {
 		act.scope[i] = slices.Clone(clients)
@@ -248,12 +254,13 @@ func (e *Engine) Active() []*Scenario {
 // or address prefixes.
 func (e *Engine) Decide(f Flow) Decision {
 	s := e.snap.Load()
-	id := s.first(&f)
+	c := clock{e: e}
+	id := s.decide(&f, &c, true)
 	if id == none {
 		return Decision{}
 	}
 	s.hits[id].Add(1)
-	d := s.decision(id, &f)
+	d := s.decision(id, &f, &c)
 	if d.Action != ActionAllow {
 		if fn := e.obs.Load(); fn != nil {
 			f.Header, f.RPCMethods = nil, nil
@@ -263,15 +270,18 @@ func (e *Engine) Decide(f Flow) Decision {
 	return d
 }
 
-// Peek is Decide without side effects: no hit counted, no event. It is for
-// explaining a target and for re-deciding connections already open.
+// Peek is Decide without side effects: no hit counted, no event, no
+// count modifier consumed (a rule with first:, every: or probability:
+// answers as it would for its next flow). It is for explaining a target
+// and for re-deciding connections already open.
 func (e *Engine) Peek(f Flow) Decision {
 	s := e.snap.Load()
-	id := s.first(&f)
+	c := clock{e: e}
+	id := s.decide(&f, &c, false)
 	if id == none {
 		return Decision{}
 	}
-	return s.decision(id, &f)
+	return s.decision(id, &f, &c)
 }
 
 // RuleHits is a rule and the number of flows it decided since it was loaded.
@@ -304,6 +314,9 @@ type activation struct {
 	on    []bool
 	scope [][]netip.Prefix
 	since []time.Time
+	// counts are the count modifiers' counters, per scenario; a switch
+	// gives the scenario new ones.
+	counts []counts
 	// content is set when a rule of a scenario that is on needs HTTP
 	// content (Rule.NeedsContent).
 	content bool
@@ -311,11 +324,15 @@ type activation struct {
 
 func (c *compiled) newActivation() *activation {
 	n := len(c.scenarios)
-	return &activation{on: make([]bool, n), scope: make([][]netip.Prefix, n), since: make([]time.Time, n)}
+	a := &activation{on: make([]bool, n), scope: make([][]netip.Prefix, n), since: make([]time.Time, n), counts: make([]counts, n)}
+	for i, sc := range c.scenarios {
+		a.counts[i] = make(counts, len(sc.Rules))
+	}
+	return a
 }
 
 func (a *activation) clone() *activation {
-	return &activation{on: slices.Clone(a.on), scope: slices.Clone(a.scope), since: slices.Clone(a.since)}
+	return &activation{on: slices.Clone(a.on), scope: slices.Clone(a.scope), since: slices.Clone(a.since), counts: slices.Clone(a.counts)}
 }
 
 // update recomputes what a depends on besides the switches.
@@ -340,6 +357,9 @@ type compiled struct {
 	addrs     *addrTable // prefixes
 	regex     []int32    // rules whose service has regexes
 	always    []int32    // rules that match without a name or address
+	runs      []ruleRun  // per rule: modifier state (see bind)
+	start     []int32    // start[i] is the priority of scenarios[i]'s first rule
+	seed      *atomic.Uint64
 }
 
 func (c *compiled) index(name string) int {
@@ -508,21 +528,28 @@ func (s *snapshot) nameLists(host string, fn func(list uint32) bool) {
 // none is larger than any rule index.
 const none = int32(1<<31 - 1)
 
-// decision is what rule id, the first to match f, decides.
-func (s *snapshot) decision(id int32, f *Flow) Decision {
+// decision is what rule id, the first to act on f, decides: its action
+// and parameters, those of its current phase for a rule with phases.
+func (s *snapshot) decision(id int32, f *Flow, c *clock) Decision {
 	r := s.rules[id]
-	if !r.Action.AppliesTo(f.Layer) {
+	a, p := r.Action, 0
+	if m := r.Modifiers; m != nil && len(m.Phases) > 0 {
+		p = max(s.phase(id, c), 0)
+		a = m.Phases[p].Action
+	}
+	if !a.AppliesTo(f.Layer) {
 		// The first matching rule wins at every layer; where its action
 		// means nothing (an http_error at the DNS layer), the flow passes
 		// untouched so that a later layer can apply it, and a broader
 		// rule further down does not win instead.
 		return Decision{Action: ActionAllow, Rule: r}
 	}
-	return Decision{Action: r.Action, Rule: r}
+	return Decision{Action: a, Rule: r, params: &s.runs[id].params[p]}
 }
 
-// first returns the priority of the first rule that matches f, or none.
-func (s *snapshot) first(f *Flow) int32 {
+// first returns the priority of the first rule after after that matches
+// f and whose time modifiers let it act now, or none.
+func (s *snapshot) first(f *Flow, after int32, c *clock) int32 {
 	best := none
 	// consider lowers best to the first rule of list that matches f.
 	consider := func(list uint32) {
@@ -530,7 +557,7 @@ func (s *snapshot) first(f *Flow) int32 {
 			if id >= best {
 				return
 			}
-			if s.on(id, f) && s.rules[id].matches(f) {
+			if id > after && s.on(id, f) && s.rules[id].matches(f) && s.now(id, c) {
 				best = id
 				return
 			}
@@ -549,7 +576,7 @@ func (s *snapshot) first(f *Flow) int32 {
 			}
 			r := s.rules[id]
 			for _, re := range r.svc.Regex {
-				if s.on(id, f) && re.MatchString(host) && r.matches(f) {
+				if id > after && s.on(id, f) && re.MatchString(host) && r.matches(f) && s.now(id, c) {
 					best = id
 					break
 				}
@@ -566,7 +593,7 @@ func (s *snapshot) first(f *Flow) int32 {
 		if id >= best {
 			break
 		}
-		if s.on(id, f) && s.rules[id].matches(f) {
+		if id > after && s.on(id, f) && s.rules[id].matches(f) && s.now(id, c) {
 			best = id
 			break
 		}
@@ -582,16 +609,21 @@ func (s *snapshot) first(f *Flow) int32 {
 // other connection can be tunnelled untouched. Like Decide, it allocates
 // nothing and costs the same lookups.
 func (e *Engine) NeedsContent(f Flow) bool {
-	return e.snap.Load().needsContent(&f)
+	return e.snap.Load().needsContent(&f, &clock{e: e})
 }
 
-func (s *snapshot) needsContent(f *Flow) bool {
+func (s *snapshot) needsContent(f *Flow, c *clock) bool {
 	if !s.act.content {
 		return false
 	}
 	// Rules after the first that matches f outright never see its
-	// requests; the first itself may need them (http_error by name).
-	bound := s.first(f)
+	// requests; the first itself may need them (http_error by name). A
+	// rule with count modifiers may let a flow pass to later rules, so it
+	// decides nothing outright.
+	bound := s.first(f, -1, c)
+	for bound != none && !s.rules[bound].content && s.rules[bound].Modifiers != nil && s.rules[bound].Modifiers.counted() {
+		bound = s.first(f, bound, c)
+	}
 	if bound != none && s.rules[bound].content {
 		return true
 	}
