@@ -134,7 +134,7 @@ func (m *Modifiers) describe() string {
 		parts = append(parts, "window="+m.Window.String())
 	}
 	if m.Schedule != nil {
-		parts = append(parts, fmt.Sprintf("schedule=%q/%s/%s", m.Schedule.Cron, m.Schedule.For, m.Schedule.Loc))
+		parts = append(parts, fmt.Sprintf("schedule=%q for=%s zone=%s", m.Schedule.Cron, m.Schedule.For, m.Schedule.Loc))
 	}
 	return strings.Join(parts, " ")
 }
