@@ -204,6 +204,8 @@ type clock struct {
 	e    *Engine
 	t    time.Time
 	read bool
+	// anyTime makes every rule act whatever its time modifiers say.
+	anyTime bool
 }
 
 func (c *clock) now() time.Time {
@@ -256,7 +258,7 @@ func (s *snapshot) counted(id int32, f *Flow, c *clock, consume bool) bool {
 
 // now reports whether rule id's time modifiers let it act now.
 func (s *snapshot) now(id int32, c *clock) bool {
-	return s.rules[id].Modifiers == nil || s.phase(id, c) >= 0
+	return s.rules[id].Modifiers == nil || c.anyTime || s.phase(id, c) >= 0
 }
 
 // decide is what Decide (consume) and Peek do: the first rule that acts
@@ -327,9 +329,6 @@ func (e *Engine) RuleState(r *Rule) string {
 		if m.First > 0 {
 			parts = append(parts, fmt.Sprintf("first %d: %d left", m.First, m.First-min(n, m.First)))
 		}
-		if m.Probability > 0 {
-			parts = append(parts, fmt.Sprintf("probability %g with seed %d", m.Probability, s.seed.Load()))
-		}
 	}
 	return strings.Join(parts, "; ")
 }
@@ -346,4 +345,59 @@ func startOf(m *Modifiers, p int) time.Duration {
 		return 0
 	}
 	return m.ends[p-1]
+}
+
+// String is the modifiers as Rule.Describe shows them: the phases, then
+// the others (probability=0.3 first=2 ...).
+func (m *Modifiers) String() string {
+	var parts []string
+	if len(m.Phases) > 0 {
+		parts = append(parts, m.describePhases())
+	}
+	if s := m.describe(); s != "" {
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+// Candidates returns what the rules could decide about f now, in priority
+// order: the decision of each rule that matches f and whose time modifiers
+// let it act, up to the first that acts on every such flow. The rules
+// before that one have count modifiers (first:, every:, probability:):
+// they act on some flows and pass the others on to the next. The list
+// ends with a plain allow when no rule would take every flow. Like Peek,
+// it has no side effects; it is for explaining a target.
+func (e *Engine) Candidates(f Flow) []Decision {
+	s := e.snap.Load()
+	c := clock{e: e}
+	var out []Decision
+	for id := s.first(&f, -1, &c); ; id = s.first(&f, id, &c) {
+		if id == none {
+			return append(out, Decision{})
+		}
+		d := s.decision(id, &f, &c)
+		out = append(out, d)
+		m := s.rules[id].Modifiers
+		if m == nil || !m.counted() || d.params == nil {
+			// d.params is nil where the action means nothing at f's
+			// layer: the rule passes f without counting it.
+			return out
+		}
+	}
+}
+
+// Waiting returns the rules that match f but that their window, schedule
+// or phases keep from acting now, in priority order: the rules a tester
+// may wonder about when explaining a target.
+func (e *Engine) Waiting(f Flow) []*Rule {
+	s := e.snap.Load()
+	all := clock{e: e, anyTime: true}
+	now := clock{e: e}
+	var out []*Rule
+	for id := s.first(&f, -1, &all); id != none; id = s.first(&f, id, &all) {
+		if m := s.rules[id].Modifiers; m != nil && m.timed() && s.phase(id, &now) < 0 {
+			out = append(out, s.rules[id])
+		}
+	}
+	return out
 }
