@@ -127,12 +127,28 @@ func explain(w io.Writer, e *rules.Engine, t target) {
 	}
 	fmt.Fprintln(w)
 	show := func(layer string, f rules.Flow) {
-		d := e.Decide(f)
-		fmt.Fprintf(w, "%-5s %s\n", layer, d)
-		if d.Rule != nil && d.Rule.Service != "" {
-			fmt.Fprintf(w, "      service %s\n", d.Rule.Service)
+		// Rules with first:, every: or probability: act on some flows and
+		// pass the others on: show each candidate, then what the rest get.
+		for i, d := range e.Candidates(f) {
+			if i == 0 {
+				fmt.Fprintf(w, "%-5s %s\n", layer, d)
+			} else {
+				fmt.Fprintf(w, "      otherwise: %s\n", d)
+			}
+			if d.Rule != nil && d.Rule.Service != "" {
+				fmt.Fprintf(w, "      service %s\n", d.Rule.Service)
+			}
+			if d.Rule != nil && d.Rule.Modifiers != nil {
+				fmt.Fprintf(w, "      when: %s\n", d.Rule.Modifiers)
+				if st := e.RuleState(d.Rule); st != "" {
+					fmt.Fprintf(w, "      now: %s\n", st)
+				}
+			}
+			fmt.Fprintf(w, "      a device sees: %s\n", seen(f.Layer, d))
 		}
-		fmt.Fprintf(w, "      a device sees: %s\n", seen(f.Layer, d))
+		for _, r := range e.Waiting(f) {
+			fmt.Fprintf(w, "      not now: %s: %s; %s\n", r.Ref(), r.Modifiers, e.RuleState(r))
+		}
 	}
 	if t.host != "" {
 		show("DNS", rules.Flow{Client: t.client, Layer: rules.LayerDNS, Host: t.host})
