@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -42,6 +43,7 @@ port 53 needs root or the cap_net_bind_service capability.`,
 			&cli.DurationFlag{Name: "blackhole-timeout", Value: 60 * time.Second, Usage: "close a blackholed proxy connection after this `DURATION` of silence"},
 			&cli.StringFlag{Name: "upstream-ca", Usage: "also trust the certificates in PEM `FILE` when unicorn itself talks TLS to an upstream (intercepted hosts; for test servers)"},
 			&cli.StringFlag{Name: "ca-dir", Usage: "local CA `DIR` made by `unicorn ca init` (default $UNICORN_HOME, else the user config directory + /unicorn)"},
+			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the rules' random outcomes (probability:, jitter); the same seed and traffic give the same faults (default: a random seed, logged and printed at start)", EnvVars: []string{"UNICORN_SEED"}},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json (to stderr)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log `LEVEL`: debug, info, warn, error"},
 		),
@@ -73,6 +75,13 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// A short random seed by default: easy to copy from the banner, and
+	// exact in JSON logs read as doubles.
+	seed := rand.Uint64N(1 << 31)
+	if c.IsSet("seed") {
+		seed = c.Uint64("seed")
+	}
+	engine.SetSeed(seed)
 	clients, err := clientSet(c.StringSlice("allow-clients"))
 	if err != nil {
 		return err
@@ -134,7 +143,7 @@ func serve(c *cli.Context) error {
 	}
 
 	printBanner(c.App.Writer, engine, lns, upstreams, clients)
-	log.Info("serving", "scenarios", activeNames(engine), "upstreams", upstreams, "clients", clients.String())
+	log.Info("serving", "scenarios", activeNames(engine), "upstreams", upstreams, "clients", clients.String(), "seed", engine.Seed())
 
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
@@ -406,7 +415,7 @@ func pageInfo(e *rules.Engine, ca *certs.CA, client netip.Addr, proxyAddrs, dnsA
 
 // printBanner tells the user what to point devices and tools at.
 func printBanner(w io.Writer, e *rules.Engine, l listeners, upstreams []string, clients rules.ClientSet) {
-	fmt.Fprintf(w, "unicorn %s: scenarios %s\n", version, strings.Join(activeNames(e), ", "))
+	fmt.Fprintf(w, "unicorn %s: scenarios %s; seed %d (repeat with --seed %d)\n", version, strings.Join(activeNames(e), ", "), e.Seed(), e.Seed())
 	for _, a := range l.dnsAddrs() {
 		host, port, _ := net.SplitHostPort(a)
 		fmt.Fprintf(w, "DNS    %-22s try: dig @%s -p %s mainnet.infura.io\n", a, host, port)
