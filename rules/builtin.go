@@ -12,7 +12,7 @@ var builtinFS embed.FS
 const BuiltinDefault = "cud-2019"
 
 // Builtin returns the scenarios embedded in the binary: cud-2019 (active by
-// default), cud-2020 and cud-2019-third-parties (optional), with their
+// default), cud-2020, cud-2019-third-parties and cud-2019-phased (optional), with their
 // service catalogue. File names in errors and rule references start with
 // "builtin:".
 func Builtin() (*Set, error) {
