@@ -255,7 +255,10 @@ func (e *Engine) Active() []*Scenario {
 func (e *Engine) Decide(f Flow) Decision {
 	s := e.snap.Load()
 	c := clock{e: e}
-	id := s.decide(&f, &c, true)
+	id := s.first(&f, -1, &c)
+	if id != none && s.rules[id].Modifiers != nil {
+		id = s.decide(id, &f, &c, true)
+	}
 	if id == none {
 		return Decision{}
 	}
@@ -277,7 +280,7 @@ func (e *Engine) Decide(f Flow) Decision {
 func (e *Engine) Peek(f Flow) Decision {
 	s := e.snap.Load()
 	c := clock{e: e}
-	id := s.decide(&f, &c, false)
+	id := s.decide(s.first(&f, -1, &c), &f, &c, false)
 	if id == none {
 		return Decision{}
 	}

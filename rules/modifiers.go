@@ -261,10 +261,10 @@ func (s *snapshot) now(id int32, c *clock) bool {
 	return s.rules[id].Modifiers == nil || c.anyTime || s.phase(id, c) >= 0
 }
 
-// decide is what Decide (consume) and Peek do: the first rule that acts
-// on f, or none.
-func (s *snapshot) decide(f *Flow, c *clock, consume bool) int32 {
-	id := s.first(f, -1, c)
+// decide is what Decide (consume) and Peek do once id, the first rule
+// whose match and time let it act on f, is found: the first rule from id
+// on whose count modifiers let it act too, or none.
+func (s *snapshot) decide(id int32, f *Flow, c *clock, consume bool) int32 {
 	for id != none && s.rules[id].Modifiers != nil && !s.counted(id, f, c, consume) {
 		id = s.first(f, id, c)
 	}
