@@ -627,7 +627,7 @@ func (s *snapshot) needsContent(f *Flow, c *clock) bool {
 	for bound != none && !s.rules[bound].content && s.rules[bound].Modifiers != nil && s.rules[bound].Modifiers.counted() {
 		bound = s.first(f, bound, c)
 	}
-	if bound != none && s.rules[bound].content {
+	if bound != none && s.contentNow(bound, c) {
 		return true
 	}
 	found := false

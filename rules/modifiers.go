@@ -261,6 +261,22 @@ func (s *snapshot) now(id int32, c *clock) bool {
 	return s.rules[id].Modifiers == nil || c.anyTime || s.phase(id, c) >= 0
 }
 
+// contentNow is Rule.NeedsContent for rule id's current phase: a rule
+// whose later phase needs HTTP content decides a tunnel outright while it
+// rejects or delays it.
+func (s *snapshot) contentNow(id int32, c *clock) bool {
+	r := s.rules[id]
+	m := r.Modifiers
+	if !r.content || r.http != nil || m == nil || len(m.Phases) == 0 {
+		return r.content
+	}
+	switch m.Phases[max(s.phase(id, c), 0)].Action {
+	case ActionHTTPError, ActionRPCError, ActionTLSFail:
+		return true
+	}
+	return false
+}
+
 // decide is what Decide (consume) and Peek do once id, the first rule
 // whose match and time let it act on f, is found: the first rule from id
 // on whose count modifiers let it act too, or none.

@@ -447,3 +447,31 @@ func TestModifiersObserved(t *testing.T) {
 		t.Errorf("hits %d and %d, want 2 and 1", hits[0].Hits, hits[3].Hits)
 	}
 }
+
+func TestNeedsContentPastCountModifiers(t *testing.T) {
+	text := `scenario: n
+rules:
+  - {hosts: [api.example], action: reject, probability: 0.5}
+  - {hosts: [api.example], action: http_error, status: 429}
+  - {hosts: [plain.example], action: reject, window: {from: "2020-01-01T00:00:00Z", until: "2020-01-02T00:00:00Z"}}
+  - {hosts: [plain.example], action: reject}
+  - hosts: [later.example]
+    phases: [{for: 10m, action: reject}, {action: http_error, status: 503}]
+`
+	e, clk := modEngine(t, text, 1, t0)
+	connect := func(h string) Flow { return Flow{Layer: LayerHTTP, Host: h, Port: 443, Proto: ProtoTCP} }
+	// The reject rule passes half the tunnels on: the http_error rule needs their requests.
+	if !e.NeedsContent(connect("api.example")) {
+		t.Errorf("api.example: a probability: rule before an http_error rule decides nothing outright")
+	}
+	if e.NeedsContent(connect("plain.example")) {
+		t.Errorf("plain.example needs no content")
+	}
+	if e.NeedsContent(connect("later.example")) {
+		t.Errorf("later.example in its reject phase: the tunnel is refused, no content needed")
+	}
+	clk.add(10 * time.Minute)
+	if !e.NeedsContent(connect("later.example")) {
+		t.Errorf("later.example in its http_error phase needs the requests")
+	}
+}
