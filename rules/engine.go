@@ -248,8 +248,10 @@ func (e *Engine) Active() []*Scenario {
 }
 
 // Decide returns what happens to f: the first matching rule of the
-// scenarios that are on, or a plain allow. It counts the deciding rule's
-// hit and passes a decision that is not an allow to the observer. It
+// scenarios that are on whose modifiers let it act (a rule they hold back
+// is skipped; see Modifiers), or a plain allow. It counts the deciding
+// rule's hit, counts f for the count modifiers of the rules it reached,
+// and passes a decision that is not an allow to the observer. It
 // allocates nothing and its cost does not grow with the number of domains
 // or address prefixes.
 func (e *Engine) Decide(f Flow) Decision {
