@@ -162,6 +162,7 @@ func (s *Server) cachedReply(b []byte, q *request, tcp bool) []byte {
 		return nil
 	}
 	s.names.refresh(a.name, a.addrs)
+	s.stats.cacheHits.Add(1)
 	return out
 }
 
@@ -174,6 +175,7 @@ func (s *Server) forward(w writer, q *request, tcp bool, delay time.Duration) {
 	a := s.cache.get(key, s.now())
 	if a != nil {
 		s.names.refresh(a.name, a.addrs)
+		s.stats.cacheHits.Add(1)
 	} else {
 		var err error
 		a, err = s.resolve(key, q.question())
@@ -196,7 +198,9 @@ func (s *Server) forward(w writer, q *request, tcp bool, delay time.Duration) {
 // resolve asks the upstreams, remembers the addresses of the answer and
 // caches it if it may be.
 func (s *Server) resolve(key cacheKey, q dns.Question) (*answer, error) {
+	start := time.Now()
 	r, err := s.fwd.resolve(s.ctx, q, key.do, key.cd)
+	s.stats.upstreamDone(time.Since(start), err)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		w.Write(bareReply(buf, &q, dns.RcodeFormatError))
 		return
 	}
+	s.stats.queries.Add(1)
 	d := s.decide(client, &q, false)
 	s.dlog.note(client, &q, d)
 	reply, fwd, delay := s.respond(buf, &q, tcp, d)

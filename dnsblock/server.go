@@ -65,6 +65,7 @@ type Server struct {
 	pendingMax int  // maxPending, smaller in tests
 	udpNoBatch bool // tests: see udpServer.noBatch
 	now        func() time.Time
+	stats      stats // Stats
 
 	// ctx is cancelled when the server stops; every wait of a handler
 	// (delay, upstream exchange) ends with it.

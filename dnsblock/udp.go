@@ -219,6 +219,7 @@ func (r *udpReader) handle(pkt []byte) {
 		r.later(pkt, 0, true)
 		return
 	}
+	s.stats.queries.Add(1)
 	d := s.decide(client, q, true)
 	s.dlog.note(client, q, d)
 	reply, fwd, delay := s.respond(r.out, q, false, d)

@@ -103,8 +103,12 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		if _, err := up.Write(early); err != nil {
 			return
 		}
+		p.stats.bytesUp.Add(uint64(n))
 	}
-	relay(conn, up)
+	p.stats.tunnels.Add(1)
+	sent, received := relay(conn, up)
+	p.stats.bytesUp.Add(uint64(sent))
+	p.stats.bytesDown.Add(uint64(received))
 }
 
 // hijack takes the client connection from the HTTP server and tracks it.

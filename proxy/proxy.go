@@ -115,6 +115,7 @@ type Proxy struct {
 
 	denied  deniedLog
 	holding atomic.Int64 // blackholed clients being held now
+	stats   stats        // Stats
 }
 
 // New returns a Proxy for cfg, ready to Serve. It fails only when cfg is
@@ -177,6 +178,7 @@ func New(cfg Config) (*Proxy, error) {
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ConnState:         p.stats.connState,
 	}
 	p.fbq = &connQueue{ch: make(chan net.Conn), done: make(chan struct{}), addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
 	p.fb = &http.Server{
