@@ -296,7 +296,6 @@ type Subscription struct {
 	c       chan Event
 	h       *Hub
 	dropped atomic.Uint64
-	once    sync.Once
 }
 
 // Subscribe returns a subscription with room for buf events. Close it when
