@@ -7,12 +7,16 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // PageInfo is what the landing page shows about the running unicorn.
 type PageInfo struct {
 	// Scenarios are the active scenarios, in the order to show them.
 	Scenarios []ScenarioInfo
+	// Blocked are the device's last blocked requests, newest first.
+	// OPTIONAL: none shows a line saying so.
+	Blocked []BlockedInfo
 	// ProxyAddrs are "host:port" addresses a device can use as its HTTP
 	// proxy, besides the one it reached the page on.
 	ProxyAddrs []string
@@ -40,6 +44,20 @@ type ScenarioInfo struct {
 	Description string
 	// Services are the names of the services the scenario acts on.
 	Services []string
+	// Until is when a timed switch turns the scenario back; zero: until
+	// someone switches it.
+	Until time.Time
+}
+
+// BlockedInfo is one request of the device that unicorn stopped or
+// answered in its place.
+type BlockedInfo struct {
+	Time     time.Time
+	Target   string // name or address, with the port at connection layers
+	Layer    string // dns, http, tls, tcp, udp
+	Outcome  string // what the device got: "NXDOMAIN", "403 page"
+	Scenario string
+	Rule     string // file:line
 }
 
 // pageData is what the landing page template renders.
@@ -127,14 +145,22 @@ li{margin:.3em 0}ol,ul{padding-left:1.3em}.scan{display:flex;gap:1em;align-items
 .fp{font-family:monospace;font-size:.85em;overflow-wrap:anywhere}a.dl{display:inline-block;padding:.4em .8em;margin:.2em .3em .2em 0;border:1px solid #888;border-radius:.3em;text-decoration:none}</style></head>
 <body><h1>unicorn</h1>
 <p>This machine makes chosen services fail for the devices that use it.</p>
-<h2>Active scenarios</h2>
+<h2>Active for this device now</h2>
 {{- if .Scenarios}}<ul>
 {{- range .Scenarios}}
 <li><b>{{.Name}}</b>{{if .Description}}: {{.Description}}{{end}}
-{{- if .Services}}<br><small>services: {{range $i, $s := .Services}}{{if $i}}, {{end}}{{$s}}{{end}}</small>{{end}}</li>
+{{- if .Services}}<br><small>services: {{range $i, $s := .Services}}{{if $i}}, {{end}}{{$s}}{{end}}</small>{{end}}
+{{- if not .Until.IsZero}}<br><small>until {{.Until.Format "15:04:05"}}</small>{{end}}</li>
 {{- end}}
 </ul>
 {{- else}}<p>None: traffic passes untouched.</p>{{end}}
+<h2>Your last blocked requests</h2>
+{{- if .Blocked}}<ul class="blocked">
+{{- range .Blocked}}
+<li><small>{{.Time.Format "15:04:05"}}</small> <code>{{.Target}}</code> ({{.Layer}}): <b>{{.Outcome}}</b>{{if .Scenario}}, by {{.Scenario}} ({{.Rule}}){{end}}</li>
+{{- end}}
+</ul>
+{{- else}}<p>None so far: nothing this device asked for was blocked.</p>{{end}}
 <h2>Open this page on the phone</h2>
 {{- if .PageURL}}<div class="scan">{{.QR}}<p>Scan with the phone's camera to open <a href="{{.PageURL}}">{{.PageURL}}</a> there.</p></div>
 {{- else}}<p>This page was opened on the unicorn machine itself. On the phone, open

@@ -24,8 +24,11 @@ func TestNewNeedsDecider(t *testing.T) {
 func TestLandingPage(t *testing.T) {
 	w := newWorld(t, worldConfig{Info: func(netip.Addr) proxy.PageInfo {
 		return proxy.PageInfo{
-			Scenarios: []proxy.ScenarioInfo{{Name: "cud-2019", Description: "Infura is down", Services: []string{"infura"}}},
-			DNSAddrs:  []string{"0.0.0.0:53", "192.0.2.1:5353"},
+			Scenarios: []proxy.ScenarioInfo{{Name: "cud-2019", Description: "Infura is down", Services: []string{"infura"},
+				Until: time.Date(2019, 4, 1, 9, 10, 0, 0, time.UTC)}},
+			Blocked: []proxy.BlockedInfo{{Time: time.Date(2019, 4, 1, 9, 1, 2, 0, time.UTC), Target: "mainnet.infura.io",
+				Layer: "dns", Outcome: "NXDOMAIN", Scenario: "cud-2019", Rule: "cud-2019.yaml:41"}},
+			DNSAddrs: []string{"0.0.0.0:53", "192.0.2.1:5353"},
 		}
 	}})
 	get := func(path string) (*http.Response, string) {
@@ -42,7 +45,9 @@ func TestLandingPage(t *testing.T) {
 	host, _, _ := net.SplitHostPort(w.Addr)
 	for _, s := range []string{"cud-2019", "Infura is down", `name="viewport"`, "<code>" + port + "</code>",
 		"DNS → Manual: <code>" + host + "</code> <code>", // the wildcard DNS listener, as the device reached it
-		"<code>192.0.2.1:5353</code> (phones can only use port 53"} {
+		"<code>192.0.2.1:5353</code> (phones can only use port 53",
+		"until 09:10:00", // the auto-revert time
+		"<small>09:01:02</small> <code>mainnet.infura.io</code> (dns): <b>NXDOMAIN</b>, by cud-2019 (cud-2019.yaml:41)"} {
 		if !strings.Contains(body, s) {
 			t.Errorf("page lacks %q", s)
 		}
