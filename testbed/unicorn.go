@@ -38,6 +38,12 @@ type Unicorn struct {
 	Proxy string
 	// ProxyURL is http://Proxy, for http.Transport.Proxy.
 	ProxyURL *url.URL
+	// Control is the "127.0.0.1:port" of the control API and dashboard,
+	// from the banner; "" when started with --control "".
+	Control string
+	// ControlToken is the token the banner printed when unicorn made one
+	// up (a non-loopback --control without --control-token); else "".
+	ControlToken string
 	// Upstream is the fake resolver unicorn forwards to and resolves
 	// proxied names with; nil when the caller passed its own --upstream.
 	Upstream *DNS
@@ -54,7 +60,7 @@ type Unicorn struct {
 }
 
 // Start runs `unicorn serve` with args after these defaults, each added
-// unless args sets it: --dns 127.0.0.1:0 --proxy 127.0.0.1:0 --log-format
+// unless args sets it: --dns 127.0.0.1:0 --proxy 127.0.0.1:0 --control 127.0.0.1:0 --log-format
 // json --ca-dir (an empty temporary directory), and --upstream with a fake resolver that knows ScenarioNames (then
 // in Unicorn.Upstream). It waits at most StartTimeout for the banner's DNS
 // and proxy addresses and fails tb with unicorn's stderr otherwise. The
@@ -72,7 +78,7 @@ func Start(tb testing.TB, args ...string) *Unicorn {
 		args = append([]string{"--upstream", addr}, args...)
 	}
 	// An empty CA directory of its own: no test sees the user's CA.
-	for _, d := range [][2]string{{"dns", "127.0.0.1:0"}, {"proxy", "127.0.0.1:0"}, {"log-format", "json"}, {"ca-dir", tb.TempDir()}} {
+	for _, d := range [][2]string{{"dns", "127.0.0.1:0"}, {"proxy", "127.0.0.1:0"}, {"control", "127.0.0.1:0"}, {"log-format", "json"}, {"ca-dir", tb.TempDir()}} {
 		if !hasFlag(args, d[0]) {
 			args = append([]string{"--" + d[0], d[1]}, args...)
 		}
@@ -131,6 +137,11 @@ func launch(tb testing.TB, argv []string, where string) (*Unicorn, error) {
 			strings.Join(argv, " "), where, StartTimeout, exit, u.stdout, u.stderr)
 	}
 	u.Banner, _ = u.stdout.snapshot()
+	// The control line comes before the DNS and proxy lines.
+	if c := bannerAddr(u.Banner, "control"); c != "off" {
+		u.Control = c
+		u.ControlToken = bannerToken(u.Banner)
+	}
 	u.ProxyURL = &url.URL{Scheme: "http", Host: u.Proxy}
 	return u, nil
 }
@@ -156,6 +167,23 @@ func bannerAddr(all []string, label string) string {
 		f := strings.Fields(l)
 		if len(f) >= 2 && f[0] == label {
 			return f[1]
+		}
+	}
+	return ""
+}
+
+// bannerToken returns the generated token of the control line
+// ("control ADDR ... token T (generated; ...)"), or "".
+func bannerToken(all []string) string {
+	for _, l := range all {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "control" {
+			continue
+		}
+		for i := 2; i+2 < len(f); i++ {
+			if f[i] == "token" && strings.HasPrefix(f[i+2], "(generated") {
+				return f[i+1]
+			}
 		}
 	}
 	return ""

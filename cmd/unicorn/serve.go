@@ -34,7 +34,7 @@ Serves loopback and private-range
 clients only unless --allow-clients says otherwise. Listen on a LAN address
 (e.g. --dns 0.0.0.0:53 --proxy 0.0.0.0:8080) so that phones can reach it;
 port 53 needs root or the cap_net_bind_service capability.`,
-		Flags: append(ruleFlags(),
+		Flags: append(append(ruleFlags(),
 			&cli.StringSliceFlag{Name: "dns", Value: cli.NewStringSlice("127.0.0.1:5353"), Usage: "DNS listen `ADDR` (UDP and TCP; repeatable; IPv6 as [::1]:5353; \"\" to disable)"},
 			&cli.StringSliceFlag{Name: "proxy", Value: cli.NewStringSlice("127.0.0.1:8080"), Usage: "HTTP proxy listen `ADDR` (repeatable; \"\" to disable)"},
 			&cli.StringSliceFlag{Name: "upstream", Usage: "upstream resolver `ADDR` (repeatable, tried in order; no port means 53; default: the system's from /etc/resolv.conf)"},
@@ -46,7 +46,7 @@ port 53 needs root or the cap_net_bind_service capability.`,
 			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the rules' random outcomes (probability:, jitter); the same seed and traffic give the same faults (logged and printed at start)", DefaultText: "random", EnvVars: []string{"UNICORN_SEED"}},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `text` or json (to stderr)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log `LEVEL`: debug, info, warn, error"},
-		),
+		), controlFlags()...),
 		Action: serve,
 	}
 }
@@ -109,6 +109,11 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	cp, err := newControlPlane(c, engine, log)
+	if err != nil {
+		return err
+	}
+	defer cp.close()
 
 	ca := serveCA(c, log)
 	upstreamRoots, err := upstreamCAs(c.String("upstream-ca"))
@@ -135,14 +140,17 @@ func serve(c *cli.Context) error {
 		BlackholeTimeout: c.Duration("blackhole-timeout"),
 		Logger:           log,
 		Info: func(client netip.Addr) proxy.PageInfo {
-			return pageInfo(engine, ca, client, lns.proxyAddrs(), lns.dnsAddrs())
+			return pageInfo(engine, cp, ca, client, lns.proxyAddrs(), lns.dnsAddrs())
 		},
 	})
 	if err != nil {
 		return err
 	}
 
-	printBanner(c.App.Writer, engine, lns, upstreams, clients)
+	if err := cp.start(engine, log, dnsSrv, px); err != nil {
+		return err
+	}
+	printBanner(c.App.Writer, engine, cp, lns, upstreams, clients)
 	log.Info("serving", "scenarios", activeNames(engine), "upstreams", upstreams, "clients", clients.String(), "seed", engine.Seed())
 
 	ctx, cancel := context.WithCancel(c.Context)
@@ -151,9 +159,16 @@ func serve(c *cli.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		reloadOnHangup(ctx, c, engine, log)
+		reloadOnHangup(ctx, c, engine, cp.reloads, log)
 	}()
-	errc := make(chan error, 1+len(lns.proxy))
+	errc := make(chan error, 2+len(lns.proxy))
+	if cp.ln != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- cp.serve()
+		}()
+	}
 	if len(lns.udp) > 0 {
 		wg.Add(1)
 		go func() {
@@ -176,6 +191,7 @@ func serve(c *cli.Context) error {
 		log.Error("a listener stopped", "err", first)
 	}
 	cancel()
+	cp.close()
 	px.Close()
 	dnsSrv.Shutdown()
 	wg.Wait()
@@ -385,7 +401,7 @@ func activeNames(e *rules.Engine) []string {
 
 // pageInfo is what the device page shows the device at client: the
 // scenarios on for it with a rule that applies to it, and their services.
-func pageInfo(e *rules.Engine, ca *certs.CA, client netip.Addr, proxyAddrs, dnsAddrs []string) proxy.PageInfo {
+func pageInfo(e *rules.Engine, cp *controlPlane, ca *certs.CA, client netip.Addr, proxyAddrs, dnsAddrs []string) proxy.PageInfo {
 	info := proxy.PageInfo{ProxyAddrs: proxyAddrs, DNSAddrs: dnsAddrs}
 	if ca != nil { // a nil *certs.CA in the interface would not be nil
 		info.CA = ca
@@ -407,15 +423,18 @@ func pageInfo(e *rules.Engine, ca *certs.CA, client netip.Addr, proxyAddrs, dnsA
 			}
 		}
 		if applies {
-			info.Scenarios = append(info.Scenarios, proxy.ScenarioInfo{Name: sc.Name, Description: sc.Description, Services: services})
+			until, _ := cp.switches.RevertAt(sc.Name)
+			info.Scenarios = append(info.Scenarios, proxy.ScenarioInfo{Name: sc.Name, Description: sc.Description, Services: services, Until: until})
 		}
 	}
+	info.Blocked = deviceBlocked(cp.hub, client)
 	return info
 }
 
 // printBanner tells the user what to point devices and tools at.
-func printBanner(w io.Writer, e *rules.Engine, l listeners, upstreams []string, clients rules.ClientSet) {
+func printBanner(w io.Writer, e *rules.Engine, cp *controlPlane, l listeners, upstreams []string, clients rules.ClientSet) {
 	fmt.Fprintf(w, "unicorn %s: scenarios %s; seed %d (repeat with --seed %d)\n", version, strings.Join(activeNames(e), ", "), e.Seed(), e.Seed())
+	cp.banner(w) // before the DNS and proxy lines: testbed waits for those
 	for _, a := range l.dnsAddrs() {
 		host, port, _ := net.SplitHostPort(a)
 		fmt.Fprintf(w, "DNS    %-22s try: dig @%s -p %s mainnet.infura.io\n", a, host, port)
