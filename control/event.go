@@ -50,7 +50,7 @@ func (e *Event) Blocked() bool {
 
 // target formats where a flow went, as Event.Target.
 func target(l rules.Layer, host string, addr netip.Addr, port uint16) string {
-	t := host
+	t := strings.TrimSuffix(host, ".")
 	if t == "" && addr.IsValid() {
 		t = addr.String()
 	}

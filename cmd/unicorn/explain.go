@@ -19,11 +19,16 @@ func explainCommand() *cli.Command {
 		ArgsUsage: "TARGET",
 		Description: `TARGET is a name (mainnet.infura.io), name:port, an address (47.91.156.93),
 address:port, or either with /udp or /tcp (206.189.243.57:30404/udp; [2001:db8::1]:443).
-Without a port, the HTTP and TCP layers are shown for port 443.`,
-		Flags: append(ruleFlags(), &cli.StringFlag{
+Without a port, the HTTP and TCP layers are shown for port 443.
+With --remote, a running unicorn answers with the rules and switches in
+force there (--control, --token as for unicorn scenario).`,
+		Flags: append(append(ruleFlags(), &cli.StringFlag{
 			Name:  "client",
-			Usage: "explain for the device at `IP` (rules with clients: depend on it)",
-		}),
+			Usage: "explain for the device at `IP` (rules with clients: and device-scoped switches depend on it)",
+		}, &cli.BoolFlag{
+			Name:  "remote",
+			Usage: "ask the running unicorn at --control instead of loading the rules here",
+		}), clientFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit("unicorn explain: give one TARGET, e.g. mainnet.infura.io or 47.91.156.93:443", 2)
@@ -36,6 +41,9 @@ Without a port, the HTTP and TCP layers are shown for port 443.`,
 				if t.client, err = netip.ParseAddr(s); err != nil {
 					return cli.Exit(fmt.Sprintf("unicorn explain: --client %q is not an IP address", s), 2)
 				}
+			}
+			if c.Bool("remote") {
+				return explainRemote(c, c.Args().First(), c.String("client"))
 			}
 			e, err := newEngine(c)
 			if err != nil {

@@ -54,6 +54,8 @@ scenario (Chaos Unicorn Day: Infura, Etherscan and the Status cluster down).`,
 			rulesCommand(),
 			explainCommand(),
 			scenariosCommand(),
+			scenarioCommand(),
+			eventsCommand(),
 			caCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits, once
