@@ -377,3 +377,18 @@ func TestDecideWithObserverAllocatesNothing(t *testing.T) {
 		t.Errorf("Decide with the hub attached allocates %v times", n)
 	}
 }
+
+// TestTimedSwitchToSameState: switching off for a while a scenario that
+// is off, or on for a while one already on for the same devices, schedules
+// nothing.
+func TestTimedSwitchToSameState(t *testing.T) {
+	f := newFixture(t)
+	f.call(t, "POST", "/api/scenarios/slow/off", `{"for": "10m"}`, nil)
+	f.call(t, "POST", "/api/scenarios/outage/on", `{"for": "10m"}`, nil)
+	if n := f.clock.Pending(); n != 0 {
+		t.Errorf("%d reverts pending for switches that changed nothing", n)
+	}
+	if sc := f.scenario(t, "slow"); !sc.RevertAt.IsZero() {
+		t.Errorf("slow shows a revert: %+v", sc)
+	}
+}

@@ -67,7 +67,8 @@ func (s *Switches) Set(name string, on bool, clients []netip.Prefix, d time.Dura
 	if err := s.e.Switch(name, on, clients); err != nil {
 		return err
 	}
-	if d > 0 {
+	// A timed switch to the state it would revert to reverts nothing.
+	if d > 0 && (on != prev.On || on && !slices.Equal(clients, prev.Clients)) {
 		rv := &revert{at: s.clock.Now().Add(d), on: prev.On, clients: prev.Clients}
 		rv.timer = s.clock.AfterFunc(d, func() { s.fire(name, rv) })
 		s.pending[name] = rv
