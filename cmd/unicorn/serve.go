@@ -28,8 +28,11 @@ func serveCommand() *cli.Command {
 		Name:  "serve",
 		Usage: "run the DNS sinkhole and the HTTP(S) proxy with the active scenarios",
 		Description: `Listens for DNS (UDP and TCP) and HTTP proxy requests (plain and CONNECT) and
-answers both from the active scenarios; SIGHUP reloads the rules (a file
-with errors is refused, each error logged, and the rules in force stay).
+answers both from the active scenarios; SIGHUP, or a change to a --rules
+file, reloads the rules (a file with errors is refused, each error logged,
+and the rules in force stay; switches survive a reload). The control API
+and dashboard (--control, default 127.0.0.1:8053) switch scenarios at run
+time and show every blocked request.
 Serves loopback and private-range
 clients only unless --allow-clients says otherwise. Listen on a LAN address
 (e.g. --dns 0.0.0.0:53 --proxy 0.0.0.0:8080) so that phones can reach it;
