@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# Sourced by bench/run.sh: the Go benchmarks of rules/, dnsblock/, proxy/.
+# Sourced by bench/run.sh: the Go benchmarks of rules/, dnsblock/, proxy/, control/.
 
-log "go benchmarks (rules, dnsblock, proxy; -benchtime $BENCH_GOTIME)"
-if ! "$GO" test -run=NONE -bench=. -benchmem -benchtime="$BENCH_GOTIME" -count=1 ./rules/ ./dnsblock/ ./proxy/ \
+log "go benchmarks (rules, dnsblock, proxy, control; -benchtime $BENCH_GOTIME)"
+if ! "$GO" test -run=NONE -bench=. -benchmem -benchtime="$BENCH_GOTIME" -count=1 ./rules/ ./dnsblock/ ./proxy/ ./control/ \
 	>"$WORK/gobench.txt" 2>&1; then
 	grep -vE '^(Benchmark|goos|goarch|pkg|cpu|PASS|ok)' "$WORK/gobench.txt" | head -20 >&2
 	fail "go test -bench failed (above); the rows of the failed packages say n/a"
@@ -37,6 +37,8 @@ row "go UDP/cached ns/op (vs stock miekg)" "$(gb BenchmarkUDP/cached ns/op)" "$(
 row "go ConnectRaw MB/s (vs direct)" "$(gb BenchmarkConnectRaw/proxy MB/s)" "$(gb BenchmarkConnectRaw/direct MB/s)" ">=0.6x" 'r >= 0.6'
 row "go ConnectRaw goproxy MB/s (vs direct)" "$(gb BenchmarkConnectRaw/goproxy MB/s)" "$(gb BenchmarkConnectRaw/direct MB/s)" "peer, info"
 # ns/op of parallel GETs: ratio is the slowdown (direct/proxy = throughput ratio).
+# What the event hub (dashboard, SSE, --events) adds to a blocked decision.
+row "go DecideBlocked ns/op with the event hub (vs none)" "$(gb BenchmarkDecideBlocked/hub ns/op)" "$(gb BenchmarkDecideBlocked/bare ns/op)" "info"
 row "go KeepAlive ns/op (vs direct)" "$(gb BenchmarkPlainHTTPKeepAlive/proxy ns/op)" "$(gb BenchmarkPlainHTTPKeepAlive/direct ns/op)" "<=2.5x (>=0.4x rate)" 'r <= 2.5'
 row "go KeepAlive by name ns/op (vs direct)" "$(gb BenchmarkPlainHTTPKeepAlive/proxy-name ns/op)" "$(gb BenchmarkPlainHTTPKeepAlive/direct ns/op)" "info"
 row "go KeepAlive goproxy-256 ns/op (vs direct)" "$(gb BenchmarkPlainHTTPKeepAlive/goproxy-256 ns/op)" "$(gb BenchmarkPlainHTTPKeepAlive/direct ns/op)" "peer, info"
