@@ -20,7 +20,9 @@ const DefaultDebounce = 300 * time.Millisecond
 // Watch calls reload once each time the rule files at paths (files, or
 // directories of them) change, debounced by quiet: reload runs when no
 // change came for quiet after the last. It watches each file's directory,
-// so files that editors replace by renaming are still seen. It returns
+// so files that editors replace by renaming are still seen; in a watched
+// directory only .yaml and .yml files count. Files a rule file includes
+// are not watched (SIGHUP reloads them). It returns
 // when ctx is done, or an error when nothing can be watched.
 func Watch(ctx context.Context, paths []string, quiet time.Duration, log *slog.Logger, reload func()) error {
 	if quiet <= 0 {
@@ -56,7 +58,13 @@ func Watch(ctx context.Context, paths []string, quiet time.Duration, log *slog.L
 		if err != nil {
 			return false
 		}
-		return files[abs] || dirs[filepath.Dir(abs)]
+		if files[abs] {
+			return true
+		}
+		// In a rule directory, only what the loader reads: not an
+		// editor's swap or backup file.
+		ext := filepath.Ext(abs)
+		return dirs[filepath.Dir(abs)] && (ext == ".yaml" || ext == ".yml")
 	}
 	t := time.NewTimer(quiet)
 	t.Stop()

@@ -664,7 +664,7 @@ func runIn(t *testing.T, n *testbed.Netns, args ...string) testbed.Result {
 	defer cancel()
 	argv := n.Exec(append([]string{testbed.Binary(t)}, args...)...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "UNICORN_") })
+	cmd.Env = testEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -679,4 +679,79 @@ func runIn(t *testing.T, n *testbed.Netns, args ...string) testbed.Result {
 		t.Fatalf("%s: %v", strings.Join(argv, " "), err)
 	}
 	return r
+}
+
+// TestEventsFollow: `unicorn events --follow` prints blocked requests as
+// they happen, and Ctrl-C ends it cleanly.
+func TestEventsFollow(t *testing.T) {
+	u, _ := labUnicorn(t)
+	cmd := exec.Command(testbed.Binary(t), "events", "--follow", "--control", u.Control)
+	cmd.Env = testEnv()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill() // by its own pid; harmless once it has exited
+	})
+	// The first event may come through the recent list or the stream;
+	// the others, asked once it has shown (and the stream is most likely
+	// connected), through the stream. Either way none may be missed.
+	ask(t, u.DNS, "udp", "n0.wallet.example", dns.TypeA)
+	timeout := time.After(5 * time.Second)
+	for seen := 0; seen < 3; {
+		if seen == 1 {
+			time.Sleep(200 * time.Millisecond)
+			for i := 1; i < 3; i++ {
+				ask(t, u.DNS, "udp", fmt.Sprintf("n%d.wallet.example", i), dns.TypeA)
+			}
+		}
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("events --follow ended: %s", stderr.String())
+			}
+			want := fmt.Sprintf("n%d.wallet.example -> NXDOMAIN", seen)
+			if !strings.Contains(l, want) {
+				t.Fatalf("line %q, want %q (in order)", l, want)
+			}
+			seen++
+		case <-timeout:
+			t.Fatalf("5 s and not 3 events; stderr: %s", stderr.String())
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("events --follow after Ctrl-C: %v; stderr: %s", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("events --follow did not end within 5 s of Ctrl-C")
+	}
+}
+
+// testEnv is the environment for the commands a test runs itself: no
+// UNICORN_* settings of the caller, and no second of sleep at exit for a
+// race-enabled binary.
+func testEnv() []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "UNICORN_") || strings.HasPrefix(kv, "GORACE=")
+	})
+	return append(env, "GORACE=atexit_sleep_ms=0")
 }

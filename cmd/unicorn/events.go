@@ -59,6 +59,9 @@ func events(c *cli.Context) error {
 	q.Set("after", strconv.FormatUint(last, 10))
 	resp, err := a.request(c.Context, "GET", "/api/events?"+q.Encode(), nil)
 	if err != nil {
+		if c.Context.Err() != nil {
+			return nil // Ctrl-C while connecting
+		}
 		return err
 	}
 	defer resp.Body.Close()
