@@ -95,6 +95,7 @@ func (s *Server) Serve(l net.Listener) error {
 	srv := &http.Server{
 		Handler:           guard(s.cfg.Token, loop, s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.mu.Lock()

@@ -291,8 +291,11 @@ func suggest(addr, flag string) string {
 		host = "127.0.0.1"
 	}
 	port := "8080"
-	if flag == "--dns" {
+	switch flag {
+	case "--dns":
 		port = "5353"
+	case "--control":
+		port = "8054"
 	}
 	return net.JoinHostPort(host, port)
 }
