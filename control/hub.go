@@ -246,7 +246,7 @@ func (h *Hub) handle(r *rawEvent) {
 		Outcome: Outcome(r.layer, d.Action, d.Params()),
 	}
 	if r.client.IsValid() {
-		ev.Device = r.client.String()
+		ev.Device = r.client.Unmap().String() // ::ffff:192.0.2.7 is 192.0.2.7
 	}
 	if d.Rule != nil {
 		ev.Scenario, ev.Service = d.Rule.Scenario, d.Rule.Service
