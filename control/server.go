@@ -32,7 +32,8 @@ type Config struct {
 	Token string
 	// Version is shown by /api/health and the dashboard.
 	Version string
-	// Seed is the random seed of the faults, shown as is; "" shows "—".
+	// Seed is the random seed of the faults (serve --seed), shown as is;
+	// "" shows "—".
 	Seed string
 	// Explain writes what unicorn explain prints for target as seen by
 	// the device at client ("" for none); an error means the target is

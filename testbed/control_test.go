@@ -143,10 +143,14 @@ func rcodeOf(t *testing.T, u *testbed.Unicorn, name string) string {
 // events, explain, metrics and the device page; and the CLI's advice when
 // no unicorn runs.
 func TestControlAPIAndCLI(t *testing.T) {
-	u, _ := labUnicorn(t)
+	u, _ := labUnicorn(t, "--seed", "42")
 	api := newControlAPI(t, u)
 	ctl := "--control=" + u.Control
 
+	var st control.Status
+	if api.mustCall("GET", "/api/status", "", &st); st.Seed != "42" || !slices.Equal(st.On, []string{"outage"}) || st.Reload.Reloads != 0 {
+		t.Errorf("/api/status at start: %+v; want seed 42, outage on, no reload", st)
+	}
 	var health struct {
 		OK bool
 	}

@@ -90,6 +90,7 @@ func (cp *controlPlane) start(e *rules.Engine, log *slog.Logger, dnsSrv *dnsbloc
 	srv, err := control.New(control.Config{
 		Engine: e, Hub: cp.hub, Switches: cp.switches, Reloads: cp.reloads,
 		Token: cp.token, Version: version, Logger: log,
+		Seed: strconv.FormatUint(e.Seed(), 10), // as the banner prints it: --seed repeats a run
 		Explain: func(w io.Writer, target, client string) error {
 			t, err := parseTarget(target)
 			if err != nil {
