@@ -25,12 +25,17 @@ const (
 	ActionHTTPError               // answer with Params.Status, Headers, Body
 	ActionRPCError                // JSON-RPC error Params.RPCCode for Params.RPCMethods
 	ActionTLSFail                 // present a bad certificate of kind Params.TLSFailure
+	ActionSlowClose               // hold a close (or the flow after Params.AfterBytes) for Params.Latency, then close
+	ActionStall                   // stop forwarding after Params.AfterBytes, keep the socket open
+	ActionTLSReset                // RST or alert right after the ClientHello, by SNI
+	ActionTruncate                // DNS over UDP: an empty reply with TC set, so the client retries over TCP
 	numActions
 )
 
 var actionNames = [numActions]string{
 	"allow", "reject", "blackhole", "sinkhole", "spoof", "delay", "throttle",
-	"cut", "http_error", "rpc_error", "tls_fail",
+	"cut", "http_error", "rpc_error", "tls_fail", "slow_close", "stall", "tls_reset",
+	"truncate",
 }
 
 func (a Action) String() string {
@@ -72,11 +77,100 @@ func (a Action) AppliesTo(l Layer) bool {
 		return l == LayerHTTP
 	case ActionTLSFail:
 		return l == LayerHTTP || l == LayerTLS
-	case ActionThrottle, ActionCut:
+	case ActionThrottle, ActionCut, ActionSlowClose, ActionStall:
 		return l != LayerDNS
+	case ActionTLSReset:
+		// Decided on the CONNECT's name at the HTTP layer, then on the
+		// ClientHello's SNI at the TLS layer.
+		return l == LayerHTTP || l == LayerTLS
+	case ActionTruncate:
+		return l == LayerDNS
 	}
 	return true
 }
+
+// ByteFault reports whether the action acts on the bytes of a relayed
+// connection (proxy/fault applies it): delay (on first_byte or chunk),
+// throttle, cut, slow_close and stall.
+func (a Action) ByteFault() bool {
+	switch a {
+	case ActionDelay, ActionThrottle, ActionCut, ActionSlowClose, ActionStall:
+		return true
+	}
+	return false
+}
+
+// Direction says which way of a relayed connection a byte fault acts on.
+// It is a bit set: DirBoth is DirUp|DirDown.
+type Direction uint8
+
+// The directions. Up is from the device to the upstream, down is back.
+const (
+	DirUp   Direction = 1 << iota // device -> upstream
+	DirDown                       // upstream -> device
+	DirBoth = DirUp | DirDown
+)
+
+func (d Direction) String() string {
+	switch d {
+	case DirUp:
+		return "up"
+	case DirDown:
+		return "down"
+	case DirBoth:
+		return "both"
+	}
+	return "none"
+}
+
+var directionNames = map[string]Direction{"up": DirUp, "down": DirDown, "both": DirBoth}
+
+// DelayOn says when a delay rule waits.
+type DelayOn uint8
+
+// The delay triggers. DelayOnConnect is the zero value and the default.
+const (
+	DelayOnConnect   DelayOn = iota // before connecting (DNS: before answering)
+	DelayOnFirstByte                // before the first chunk in each direction asked
+	DelayOnChunk                    // before every chunk in each direction asked
+)
+
+var delayOnNames = [...]string{"connect", "first_byte", "chunk"}
+
+func (o DelayOn) String() string { return delayOnNames[o] }
+
+// CloseMode is how a cut or tls_reset rule ends a connection.
+type CloseMode uint8
+
+// The close modes. The zero value is each action's default: a cut closes
+// (FIN), a tls_reset resets (RST).
+const (
+	CloseDefault CloseMode = iota
+	CloseFIN               // an orderly close
+	CloseRST               // a TCP reset
+	CloseAlert             // a TLS handshake_failure alert, then a close
+)
+
+var closeModeNames = [...]string{"", "close", "rst", "alert"}
+
+func (m CloseMode) String() string { return closeModeNames[m] }
+
+// OnExisting says what a rule does to connections already open when its
+// scenario is switched on (or the rules change) and the rule now decides
+// them.
+type OnExisting uint8
+
+// The on_existing choices. OnExistingDefault resolves by action (Rule.Existing).
+const (
+	OnExistingDefault OnExisting = iota
+	OnExistingKeep               // leave the connection as it was
+	OnExistingCut                // close it at once
+	OnExistingDegrade            // apply the rule's byte fault from now on
+)
+
+var onExistingNames = [...]string{"", "keep", "cut", "degrade"}
+
+func (o OnExisting) String() string { return onExistingNames[o] }
 
 // RCode is a DNS response code a reject rule can ask for. RCodeNoData is not
 // a wire rcode: it means NOERROR with an empty answer section.
@@ -126,9 +220,19 @@ type Params struct {
 	// Rate is a throttle rule's limit in bytes per second.
 	Rate int64
 	// AfterBytes and After say when a cut rule closes the flow; a zero
-	// value is not a trigger.
+	// value is not a trigger. AfterBytes is also where stall and
+	// slow_close stop forwarding (0: at once for stall; at the end of the
+	// stream for slow_close).
 	AfterBytes int64
 	After      time.Duration
+	// Direction is the way a byte fault acts on (throttle, cut, stall,
+	// slow_close: both by default; delay on first_byte or chunk: down).
+	Direction Direction
+	// DelayOn is when a delay rule waits.
+	DelayOn DelayOn
+	// Close is how cut (close or rst) and tls_reset (rst or alert) end a
+	// connection; the loader sets each action's default.
+	Close CloseMode
 	// Status, Headers and Body are what an http_error rule answers.
 	Status  int
 	Headers http.Header

@@ -37,6 +37,10 @@ type Rule struct {
 	// schedule, phases); nil: on every flow it matches. A rule with phases
 	// has the first phase's Action and Params.
 	Modifiers *Modifiers
+	// OnExisting is what the rule does to connections already open when
+	// it starts deciding them; OnExistingDefault when the file names
+	// none (see Existing).
+	OnExisting OnExisting
 
 	svc     *Service       // what the rule matches; nil matches every flow
 	clients []netip.Prefix // devices the rule applies to; nil means all

@@ -14,7 +14,7 @@ var (
 	fileKeys    = []string{"scenario", "description", "optional", "services", "devices", "rules"}
 	serviceKeys = []string{"description", "domains", "hosts", "regex", "ips", "ports", "include"}
 	// A rule either names a service or lists the service's fields inline.
-	ruleKeys = append(append([]string{"service", "action", "clients", "description"},
+	ruleKeys = append(append([]string{"service", "action", "clients", "description", "on_existing"},
 		append(serviceKeys[1:], contentKeys...)...), append(paramKeys(), modifierKeys...)...)
 )
 
@@ -217,7 +217,7 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 	r := &Rule{Scenario: sc.Name, Index: i, Pos: d.pos(n)}
 	pr := &pendingRule{rule: r, path: path}
 	var inline *Service
-	var actionNode *yaml.Node
+	var actionNode, existingNode *yaml.Node
 	before := len(d.errs.list)
 	params := map[string]*yaml.Node{}
 	ok := d.fields(n, path, ruleKeys, func(key string, v *yaml.Node, p string) {
@@ -228,6 +228,8 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 			actionNode = v
 		case "description":
 			d.str(v, p)
+		case "on_existing":
+			existingNode = v
 		case "clients":
 			pr.clientsPath = p
 			pr.clientNodes = d.list(v, p)
@@ -282,6 +284,7 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 				delete(params, "jsonrpc")
 			}
 			decodeParams(d, r, params, path)
+			decodeOnExisting(d, r, existingNode, join(path, "on_existing"))
 			if a == ActionTLSFail && r.http != nil {
 				d.errf(n, path, "tls_fail fails the handshake, before any request: it cannot match methods, paths, request_headers or jsonrpc")
 			}

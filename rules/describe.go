@@ -71,6 +71,9 @@ func (r *Rule) Describe() string {
 			b.WriteString(" when " + s)
 		}
 	}
+	if r.OnExisting != OnExistingDefault {
+		b.WriteString(" on_existing=" + r.OnExisting.String())
+	}
 	return b.String()
 }
 
@@ -115,8 +118,13 @@ func (p *Params) describe(a Action) string {
 		if p.Jitter > 0 {
 			kv("jitter", p.Jitter)
 		}
+		if p.DelayOn != DelayOnConnect {
+			kv("on", p.DelayOn)
+			kv("direction", p.Direction)
+		}
 	case ActionThrottle:
 		kv("rate", fmt.Sprintf("%dB/s", p.Rate))
+		kv("direction", p.Direction)
 	case ActionCut:
 		if p.AfterBytes > 0 {
 			kv("after_bytes", p.AfterBytes)
@@ -124,6 +132,19 @@ func (p *Params) describe(a Action) string {
 		if p.After > 0 {
 			kv("after", p.After)
 		}
+		kv("direction", p.Direction)
+		kv("mode", p.Close)
+	case ActionSlowClose:
+		kv("latency", p.Latency)
+		if p.AfterBytes > 0 {
+			kv("after_bytes", p.AfterBytes)
+		}
+		kv("direction", p.Direction)
+	case ActionStall:
+		kv("after_bytes", p.AfterBytes)
+		kv("direction", p.Direction)
+	case ActionTLSReset:
+		kv("mode", p.Close)
 	case ActionHTTPError:
 		kv("status", p.Status)
 		keys := make([]string, 0, len(p.Headers))

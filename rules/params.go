@@ -16,12 +16,22 @@ var actionParams = [numActions][]string{
 	ActionReject:    {"rcode", "ttl"},
 	ActionSinkhole:  {"ttl"},
 	ActionSpoof:     {"addresses", "ttl"},
-	ActionDelay:     {"latency", "jitter"},
-	ActionThrottle:  {"rate"},
-	ActionCut:       {"after_bytes", "after"},
+	ActionDelay:     {"latency", "jitter", "on", "direction"},
+	ActionThrottle:  {"rate", "direction"},
+	ActionCut:       {"after_bytes", "after", "direction", "mode"},
 	ActionHTTPError: {"status", "headers", "body", "latency", "jitter"},
 	ActionRPCError:  {"code", "message", "jsonrpc"},
 	ActionTLSFail:   {"failure"},
+	ActionSlowClose: {"latency", "after_bytes", "direction"},
+	ActionStall:     {"after_bytes", "direction"},
+	ActionTLSReset:  {"mode"},
+}
+
+// closeModes lists the modes each action that ends connections accepts,
+// its default first.
+var closeModes = map[Action][]CloseMode{
+	ActionCut:      {CloseFIN, CloseRST},
+	ActionTLSReset: {CloseRST, CloseAlert},
 }
 
 func paramKeys() []string {
@@ -117,6 +127,7 @@ func decodeParams(d *fileDecoder, r *Rule, given map[string]*yaml.Node, path str
 		}
 		*k.dst = v
 	}
+	decodeByteParams(d, r, str)
 	if s, n, fp, ok := str("status"); ok {
 		st, err := strconv.Atoi(s)
 		if err != nil || st < 100 || st > 599 {
@@ -172,7 +183,7 @@ func requireParams(d *fileDecoder, r *Rule, given map[string]*yaml.Node, path st
 	switch r.Action {
 	case ActionSpoof:
 		need("addresses", "the addresses to answer with (e.g. addresses: [192.0.2.1])")
-	case ActionDelay:
+	case ActionDelay, ActionSlowClose:
 		need("latency", "a latency (e.g. latency: 2s)")
 	case ActionThrottle:
 		need("rate", "a rate (e.g. rate: 64kbit)")
@@ -197,4 +208,86 @@ func indexOf(list []string, s string) int {
 		}
 	}
 	return -1
+}
+
+// decodeByteParams parses the parameters of the byte faults (direction,
+// on, mode) and sets each action's defaults.
+func decodeByteParams(d *fileDecoder, r *Rule, str func(string) (string, *yaml.Node, string, bool)) {
+	p := &r.Params
+	if r.Action.ByteFault() {
+		p.Direction = DirBoth
+		if r.Action == ActionDelay {
+			p.Direction = DirDown // a late answer, unless the rule says otherwise
+		}
+	}
+	if s, n, fp, ok := str("direction"); ok {
+		if dir, found := directionNames[strings.ToLower(s)]; found {
+			p.Direction = dir
+		} else {
+			d.errf(n, fp, "%q is not a direction (want up, down or both)", s)
+		}
+	}
+	if s, n, fp, ok := str("on"); ok {
+		i := indexOf(delayOnNames[:], strings.ToLower(s))
+		if i < 0 {
+			d.errf(n, fp, "%q is not a delay trigger (want one of %s)", s, strings.Join(delayOnNames[:], ", "))
+		}
+		p.DelayOn = DelayOn(max(i, 0))
+	}
+	if r.Action == ActionDelay && p.DelayOn == DelayOnConnect {
+		if _, n, fp, ok := str("direction"); ok {
+			d.errf(n, fp, "a delay on connect has no direction (give on: first_byte or on: chunk to delay bytes one way)")
+		}
+	}
+	modes := closeModes[r.Action]
+	if len(modes) > 0 {
+		p.Close = modes[0]
+	}
+	if s, n, fp, ok := str("mode"); ok {
+		names := make([]string, len(modes))
+		for i, m := range modes {
+			names[i] = m.String()
+		}
+		if i := indexOf(names, strings.ToLower(s)); i >= 0 {
+			p.Close = modes[i]
+		} else {
+			d.errf(n, fp, "%q is not a mode of %s (want one of %s)", s, r.Action, strings.Join(names, ", "))
+		}
+	}
+}
+
+// decodeOnExisting parses a rule's on_existing: (n nil: not given).
+func decodeOnExisting(d *fileDecoder, r *Rule, n *yaml.Node, path string) {
+	if n == nil {
+		return
+	}
+	s, ok := d.str(n, path)
+	if !ok {
+		return
+	}
+	i := indexOf(onExistingNames[1:], strings.ToLower(s))
+	if i < 0 {
+		d.errf(n, path, "%q is not a choice (want keep, cut or degrade)", s)
+		return
+	}
+	o := OnExisting(i + 1)
+	if o == OnExistingDegrade && !r.Action.ByteFault() {
+		d.errf(n, path, "degrade applies a byte fault to open connections; %s is none (want keep or cut, or a delay, throttle, cut, slow_close or stall rule)", r.Action)
+		return
+	}
+	r.OnExisting = o
+}
+
+// Existing is what the rule does to a connection already open when the
+// rule starts deciding it: the rule's on_existing, else cut for actions
+// that keep a flow from its destination (reject, blackhole, sinkhole,
+// tls_reset) and keep for the others.
+func (r *Rule) Existing() OnExisting {
+	if r.OnExisting != OnExistingDefault {
+		return r.OnExisting
+	}
+	if r.Action.Blocking() || r.Action == ActionTLSReset {
+		return OnExistingCut
+	}
+	return OnExistingKeep
 }
