@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/chaos-unicorn/unicorn/rules"
@@ -49,6 +50,9 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 			p.hold(conn)
 		}
 		return
+	case rules.ActionTLSReset:
+		p.serveTLSReset(ctx, w, client, host, o)
+		return
 	case rules.ActionHTTPError, rules.ActionRPCError, rules.ActionTLSFail:
 		if p.ca != nil {
 			p.intercept(w, host, port, o.decision)
@@ -71,7 +75,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if err := p.wait(ctx, o.delay); err != nil {
+	if err := p.wait(ctx, connectDelay(o)); err != nil {
 		return // the client or the proxy went away; nothing left to answer
 	}
 	up, err := p.dial(ctx, "tcp", o.target.String())
@@ -105,10 +109,36 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		}
 		p.stats.bytesUp.Add(uint64(n))
 	}
-	p.stats.tunnels.Add(1)
-	sent, received := relay(conn, up)
-	p.stats.bytesUp.Add(uint64(sent))
-	p.stats.bytesDown.Add(uint64(received))
+	p.relayDecided(ctx, conn, up, o.decision, connectFlows(client, host, o)...)
+}
+
+// connectDelay is how long a CONNECT waits before it dials: the summed
+// delay of decide, except for a delay on the first byte or on every
+// chunk, which the tunnel's fault applies to the bytes instead.
+func connectDelay(o outcome) time.Duration {
+	if ps := o.decision.Params(); o.decision.Action == rules.ActionDelay && ps != nil && ps.DelayOn != rules.DelayOnConnect {
+		return 0
+	}
+	return o.delay
+}
+
+// connectFlows are the questions decide asked about a CONNECT to host
+// from client, decided o: by name (or literal address) at the HTTP
+// layer, then by the address dialled at the TCP layer. The live registry
+// asks them again when the rules change.
+func connectFlows(client netip.Addr, host string, o outcome) []rules.Flow {
+	f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Port: o.port, Proto: rules.ProtoTCP}
+	if a, err := netip.ParseAddr(host); err == nil {
+		f.Addr = a.Unmap()
+		return []rules.Flow{f}
+	}
+	f.Host = host
+	flows := []rules.Flow{f}
+	if o.target.IsValid() {
+		f.Layer, f.Addr = rules.LayerTCP, o.target.Addr()
+		flows = append(flows, f)
+	}
+	return flows
 }
 
 // hijack takes the client connection from the HTTP server and tracks it.

@@ -9,3 +9,6 @@ func (p *Proxy) Held() int { return int(p.holding.Load()) }
 func GuardTarget(client netip.Addr, target netip.AddrPort) error {
 	return guardTarget(client, outcome{target: target})
 }
+
+// Tunnels reports how many tunnels are open (the live registry).
+func (p *Proxy) Tunnels() int { return p.live.len() }

@@ -61,6 +61,12 @@ type Config struct {
 	// UpstreamRoots verifies the upstreams of intercepted connections. If
 	// nil, the system roots are used.
 	UpstreamRoots *x509.CertPool
+	// OnChange subscribes fn to rule changes; the proxy then decides its
+	// open tunnels again and applies each rule's on_existing (live.go).
+	// fn must be called after the new rules are in force. If nil, the
+	// Decider's own OnChange method is used when it has one
+	// (*rules.Engine does); else open tunnels are never re-decided.
+	OnChange func(fn func()) (remove func())
 }
 
 // Defaults applied by New for zero Config fields.
@@ -116,6 +122,13 @@ type Proxy struct {
 	denied  deniedLog
 	holding atomic.Int64 // blackholed clients being held now
 	stats   stats        // Stats
+
+	// live holds the open tunnels, re-decided on every rule change by
+	// watchLoop (live.go); unwatch ends the subscription, watchDone is
+	// closed when watchLoop returns. Both nil without a change source.
+	live      liveSet
+	unwatch   func()
+	watchDone chan struct{}
 }
 
 // New returns a Proxy for cfg, ready to Serve. It fails only when cfg is
@@ -170,6 +183,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.log = p.log.With("component", "proxy")
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.watchChanges(cfg.OnChange)
 	h := p.chain()
 	p.srv = &http.Server{
 		Handler: h,
@@ -295,6 +309,10 @@ func (p *Proxy) Serve(l net.Listener) error {
 // Requests still being forwarded end when their client connection closes.
 func (p *Proxy) Close() error {
 	p.cancel()
+	if p.unwatch != nil {
+		p.unwatch()
+		<-p.watchDone
+	}
 	err := p.srv.Close()
 	p.fb.Close()
 	p.fbq.Close()

@@ -1,48 +1,179 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/chaos-unicorn/unicorn/proxy/fault"
+	"github.com/chaos-unicorn/unicorn/rules"
 )
 
-// relay copies bytes both ways between the client and the upstream until
-// both directions have ended. When one side finishes sending, the other
-// side's write half is closed, so protocols that half-close keep working;
-// when a copy fails, both connections are closed so the other copy ends
-// too. The caller closes both afterwards. It returns the bytes copied
-// from the client to the upstream and back.
-func relay(client, upstream net.Conn) (sent, received int64) {
+// tunnel is one relayed connection between a device and an upstream: the
+// decision that let it through, the questions that were asked about it
+// (so that a rule change can re-decide it, live.go), and the fault
+// wrapper in force on its upstream side.
+type tunnel struct {
+	p      *Proxy
+	client net.Conn
+	up     net.Conn // the upstream connection itself, never wrapped
+	flows  []rules.Flow
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once // abort
+
+	mu       sync.Mutex
+	decision rules.Decision
+	gen      *generation
+}
+
+// generation is the upstream side as the relay uses it, with the fault in
+// force; a live change replaces it (setDecision).
+type generation struct {
+	up     net.Conn // tunnel.up, or tunnel.up wrapped with a fault
+	faulty bool
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// relayDecided relays bytes both ways between client and up until both
+// directions end, applying decision d's byte fault (proxy/fault), and
+// keeps the tunnel in the live registry while it lasts, so that a rule
+// change re-decides it (live.go). flows are the questions whose answers
+// made d, in the order asked (by name, then by address). It is the relay
+// of every front end that tunnels: CONNECT, SOCKS, transparent. ctx ends
+// the relay; the caller closes both connections afterwards. The tunnel
+// and its bytes count in Stats.
+//
+// With no fault, each direction is a plain io.Copy between two
+// *net.TCPConn, which Go turns into splice(2) on Linux. When one side
+// finishes sending, the other side's write half is closed, so protocols
+// that half-close keep working; when a copy fails, both sides close.
+func (p *Proxy) relayDecided(ctx context.Context, client, up net.Conn, d rules.Decision, flows ...rules.Flow) {
+	t := &tunnel{p: p, client: client, up: up, flows: flows}
+	t.ctx, t.cancel = context.WithCancel(ctx)
+	defer t.cancel()
+	t.setDecision(d, true)
+	p.live.add(t)
+	defer p.live.remove(t)
+	p.stats.tunnels.Add(1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		sent = pipe(upstream, client)
+		p.stats.bytesDown.Add(uint64(t.pipe(rules.DirDown)))
 	}()
-	received = pipe(client, upstream)
+	p.stats.bytesUp.Add(uint64(t.pipe(rules.DirUp)))
 	<-done
-	return sent, received
 }
 
-// pipe copies src to dst. Between two *net.TCPConn it is a plain io.Copy,
-// which Go turns into splice(2) on Linux: the bytes do not pass through
-// user space. Other connections (a custom Config.Dial) are copied through
-// a buffer. It returns the number of bytes copied.
-func pipe(dst, src net.Conn) int64 {
-	var n int64
-	var err error
+// faultEnv is what the proxy lends the faults it applies.
+func (p *Proxy) faultEnv() fault.Env { return fault.Env{Hold: p.blackhole} }
+
+// current returns the generation in force.
+func (t *tunnel) current() *generation {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.gen
+}
+
+// Decision returns the decision the tunnel is relayed under.
+func (t *tunnel) Decision() rules.Decision {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.decision
+}
+
+// longAgo is a deadline in the past: it interrupts a blocked read at once.
+var longAgo = time.Unix(1, 0)
+
+// setDecision makes d the tunnel's decision and applies its byte fault
+// (first: no copy runs yet). On a live tunnel it replaces the wrapper in
+// force: the old fault's waits end, and a read deadline in the past
+// interrupts both copies (even a splice), which then carry on through
+// the new wrapper (pipe).
+func (t *tunnel) setDecision(d rules.Decision, first bool) {
+	f := fault.For(d, t.p.faultEnv())
+	t.mu.Lock()
+	old := t.gen
+	t.decision = d
+	if old != nil && f == nil && !old.faulty {
+		t.mu.Unlock() // no fault before, none now: nothing to interrupt
+		return
+	}
+	g := &generation{faulty: f != nil}
+	g.ctx, g.cancel = context.WithCancelCause(t.ctx)
+	g.up = fault.Wrap(g.ctx, t.up, f, t.abort)
+	t.gen = g
+	t.mu.Unlock()
+	if first || old == nil {
+		return
+	}
+	old.cancel(fault.ErrReplaced)
+	t.client.SetReadDeadline(longAgo)
+	t.up.SetReadDeadline(longAgo)
+}
+
+// abort ends the tunnel: both sides closed, with a RST when err is
+// fault.ErrReset.
+func (t *tunnel) abort(err error) {
+	t.once.Do(func() {
+		if errors.Is(err, fault.ErrReset) {
+			resetOnClose(t.client)
+			resetOnClose(t.up)
+		}
+		t.client.Close()
+		t.up.Close()
+		t.cancel()
+	})
+}
+
+// resetOnClose makes closing c send a RST instead of a FIN.
+func resetOnClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+}
+
+// pipe copies one direction until it ends and returns the bytes it
+// copied. A read deadline set by setDecision interrupts it; it then clears
+// the deadline and carries on through the generation now in force.
+func (t *tunnel) pipe(dir rules.Direction) (copied int64) {
+	for {
+		g := t.current()
+		dst, src, raw := t.client, g.up, t.up
+		if dir == rules.DirUp {
+			dst, src, raw = g.up, t.client, t.client
+		}
+		n, err := copyConn(dst, src)
+		copied += n
+		if t.ctx.Err() == nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, fault.ErrReplaced)) {
+			raw.SetReadDeadline(time.Time{})
+			continue
+		}
+		if err == nil { // src ended cleanly: pass the end on, keep the other way open
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+				return copied
+			}
+		}
+		t.abort(err)
+		return copied
+	}
+}
+
+// copyConn copies src to dst. Between two *net.TCPConn it is a plain
+// io.Copy, which Go turns into splice(2) on Linux: the bytes do not pass
+// through user space. Other connections (a fault wrapper, a custom
+// Config.Dial) are copied through a buffer. It returns the bytes copied.
+func copyConn(dst, src net.Conn) (int64, error) {
 	dt, dok := dst.(*net.TCPConn)
 	st, sok := src.(*net.TCPConn)
 	if dok && sok {
-		n, err = io.Copy(dt, st)
-	} else {
-		n, err = io.Copy(dst, src)
+		return io.Copy(dt, st)
 	}
-	if err == nil { // src ended cleanly: pass the end on, keep the other way open
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-			return n
-		}
-	}
-	dst.Close()
-	src.Close()
-	return n
+	return io.Copy(dst, src)
 }

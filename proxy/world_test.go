@@ -63,6 +63,8 @@ type worldConfig struct {
 	// CA and UpstreamRoots turn on TLS interception.
 	CA            *certs.CA
 	UpstreamRoots *x509.CertPool
+	// OnChange, if set, is the proxy's rule-change subscription.
+	OnChange func(func()) func()
 }
 
 // newWorld starts a proxy described by wc; it is closed when t ends.
@@ -84,6 +86,7 @@ func newWorld(t *testing.T, wc worldConfig) *world {
 		Info:             wc.Info,
 		CA:               wc.CA,
 		UpstreamRoots:    wc.UpstreamRoots,
+		OnChange:         wc.OnChange,
 	}
 	p, err := proxy.New(cfg)
 	if err != nil {
