@@ -1,0 +1,153 @@
+package proxy_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chaos-unicorn/unicorn/rules"
+)
+
+// switchable is a rule set the test changes while tunnels are open, with
+// the change subscription the proxy takes (Config.OnChange).
+type switchable struct {
+	d    atomic.Pointer[rules.Decision]
+	mu   sync.Mutex
+	subs []func()
+}
+
+func newSwitchable() *switchable {
+	s := &switchable{}
+	s.d.Store(&rules.Decision{})
+	return s
+}
+
+func (s *switchable) decide(rules.Flow) rules.Decision { return *s.d.Load() }
+
+func (s *switchable) onChange(fn func()) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subs = append(s.subs, fn)
+	return func() {}
+}
+
+// set puts d in force and tells the subscribers, as Engine.Switch does.
+func (s *switchable) set(d rules.Decision) {
+	s.d.Store(&d)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, fn := range s.subs {
+		fn()
+	}
+}
+
+// liveRule is a rule of action a with params ps and on_existing o.
+func liveRule(a rules.Action, ps rules.Params, o rules.OnExisting) rules.Decision {
+	d := decision(a, ps)
+	d.Rule.OnExisting = o
+	return d
+}
+
+// echoed sends a line through c and checks that it comes back.
+func echoed(t *testing.T, c net.Conn, br *bufio.Reader, i int) {
+	t.Helper()
+	fmt.Fprintf(c, "line %d\n", i)
+	line, err := br.ReadString('\n')
+	if err != nil || line != fmt.Sprintf("line %d\n", i) {
+		t.Fatalf("echo %d: %q, %v", i, line, err)
+	}
+}
+
+func TestLiveCut(t *testing.T) {
+	echo := echoServer(t)
+	s := newSwitchable()
+	w := newWorld(t, worldConfig{Decide: s.decide, OnChange: s.onChange})
+	c := tunnel(t, w.Addr, echo)
+	br := bufio.NewReader(c)
+	echoed(t, c, br, 0)
+
+	// A scenario switched on whose rule rejects the target: on_existing
+	// defaults to cut for reject.
+	start := time.Now()
+	s.set(decision(rules.ActionReject, rules.Params{}))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Fatalf("read after the switch: %v, want the tunnel closed", err)
+	}
+	within(t, "tunnel cut", time.Since(start), 0, time.Second)
+	eventually(t, 2*time.Second, "tunnel gone from the registry", func() bool { return w.Proxy.Tunnels() == 0 })
+	if len(w.Logs.Find("live tunnel: cut by a rule change")) != 1 {
+		t.Error("the cut was not logged")
+	}
+}
+
+func TestLiveKeep(t *testing.T) {
+	echo := echoServer(t)
+	s := newSwitchable()
+	w := newWorld(t, worldConfig{Decide: s.decide, OnChange: s.onChange})
+	c := tunnel(t, w.Addr, echo)
+	br := bufio.NewReader(c)
+	echoed(t, c, br, 0)
+	s.set(liveRule(rules.ActionReject, rules.Params{}, rules.OnExistingKeep))
+	time.Sleep(200 * time.Millisecond) // let the re-decision run; nothing may happen
+	echoed(t, c, br, 1)
+	// New tunnels are refused at once.
+	if resp := rawConnect(t, w.Addr, echo, ""); resp.StatusCode != 403 {
+		t.Fatalf("new CONNECT: %d, want 403", resp.StatusCode)
+	}
+}
+
+// demandServer sends, for each line "N" it reads, N bytes.
+func demandServer(t *testing.T) string {
+	return tcpServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			var n int64
+			if _, err := fmt.Fscanln(br, &n); err != nil {
+				return
+			}
+			if _, err := io.Copy(c, io.LimitReader(zeros{}, n)); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// fetch asks the demand server for n bytes through c and returns how long
+// they took to arrive.
+func fetch(t *testing.T, c net.Conn, n int64) time.Duration {
+	t.Helper()
+	start := time.Now()
+	fmt.Fprintf(c, "%d\n", n)
+	if _, err := io.CopyN(io.Discard, c, n); err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+func TestLiveDegradeThrottle(t *testing.T) {
+	const rate = 64 << 10
+	s := newSwitchable()
+	w := newWorld(t, worldConfig{Decide: s.decide, OnChange: s.onChange})
+	c := tunnel(t, w.Addr, demandServer(t))
+	within(t, "1 MiB before the switch", fetch(t, c, 1<<20), 0, time.Second)
+
+	// A throttle scenario switched on, for open connections too.
+	s.set(liveRule(rules.ActionThrottle, rules.Params{Rate: rate, Direction: rules.DirDown}, rules.OnExistingDegrade))
+	eventually(t, 2*time.Second, "degrade logged", func() bool {
+		return len(w.Logs.Find("live tunnel: degraded by a rule change")) == 1
+	})
+	within(t, "64 KiB at 64 KiB/s", fetch(t, c, 64<<10), 900*time.Millisecond, 1200*time.Millisecond)
+
+	// Switched off again: the fault is lifted.
+	s.set(rules.Decision{})
+	eventually(t, 2*time.Second, "lift logged", func() bool {
+		return len(w.Logs.Find("live tunnel: fault lifted")) == 1
+	})
+	within(t, "1 MiB after the lift", fetch(t, c, 1<<20), 0, time.Second)
+}
