@@ -60,16 +60,36 @@ func (s *Server) respond(b []byte, q *request, tcp bool, d rules.Decision) (repl
 			sy.addrs = p.Addrs
 		}
 	case rules.ActionDelay:
+		if p != nil && p.DelayOn != rules.DelayOnConnect {
+			// A delay of the bytes of a connection (first byte, every
+			// chunk): the name resolves on time.
+			return s.pass(b, q, tcp)
+		}
 		return nil, true, delayOf(p)
+	case rules.ActionTruncate:
+		if tcp {
+			return s.pass(b, q, tcp) // the retry the TC bit asked for
+		}
+		// Header and question, TC set, nothing else: the client retries
+		// over TCP (RFC 7766), where the question passes.
+		r := bareReply(b, q, dns.RcodeSuccess)
+		r[2] |= flagTC >> 8
+		return r, false, 0
 	default:
 		// Allow, and defensively any action with no DNS meaning: rules/
 		// never sends those here (Action.AppliesTo).
-		if r := s.cachedReply(b, q, tcp); r != nil {
-			return r, false, 0
-		}
-		return nil, true, 0
+		return s.pass(b, q, tcp)
 	}
 	return s.synthReply(b, q, tcp, sy, blockTTL(p), d.Rule), false, 0
+}
+
+// pass answers a question the decision lets through: from the cache, or
+// by forwarding (fwd true, no delay).
+func (s *Server) pass(b []byte, q *request, tcp bool) (reply []byte, fwd bool, delay time.Duration) {
+	if r := s.cachedReply(b, q, tcp); r != nil {
+		return r, false, 0
+	}
+	return nil, true, 0
 }
 
 // blockTTL is the TTL of a blocked answer in seconds.
