@@ -151,3 +151,54 @@ func TestLiveDegradeThrottle(t *testing.T) {
 	})
 	within(t, "1 MiB after the lift", fetch(t, c, 1<<20), 0, time.Second)
 }
+
+// TestLiveEngineSwitch switches a scenario on in a real Engine while a
+// CONNECT tunnel is open: its reject rule (on_existing: cut by default)
+// closes the tunnel within a second; a throttle rule with degrade slows
+// another.
+func TestLiveEngineSwitch(t *testing.T) {
+	echo := echoServer(t)
+	demand := demandServer(t)
+	set, err := rules.Parse("live.yaml", []byte(`
+scenario: outage
+optional: true
+rules:
+  - {ips: [127.0.0.1], ports: [`+portOf(t, echo)+`], action: reject}
+  - {ips: [127.0.0.1], ports: [`+portOf(t, demand)+`], action: throttle, rate: 64KiB/s, direction: down, on_existing: degrade}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rules.NewEngine(set, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, worldConfig{Engine: e})
+	c := tunnel(t, w.Addr, echo)
+	br := bufio.NewReader(c)
+	echoed(t, c, br, 0)
+	slow := tunnel(t, w.Addr, demand)
+	within(t, "1 MiB before the switch", fetch(t, slow, 1<<20), 0, time.Second)
+
+	start := time.Now()
+	if err := e.Switch("outage", true, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Fatalf("read after the switch: %v, want the tunnel closed", err)
+	}
+	within(t, "tunnel cut after the switch", time.Since(start), 0, time.Second)
+	within(t, "64 KiB at 64 KiB/s", fetch(t, slow, 64<<10), 900*time.Millisecond, 1200*time.Millisecond)
+	if resp := rawConnect(t, w.Addr, echo, ""); resp.StatusCode != 403 {
+		t.Fatalf("new CONNECT: %d, want 403", resp.StatusCode)
+	}
+}
+
+func portOf(t *testing.T, addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -164,6 +164,12 @@ type contentDecider struct {
 
 func (d contentDecider) NeedsContent(f rules.Flow) bool { return d.e.NeedsContent(f) }
 
+// Peek lets the live registry re-decide without counting hits.
+func (d contentDecider) Peek(f rules.Flow) rules.Decision { return d.e.Peek(f) }
+
+// OnChange subscribes the proxy to the engine's switches.
+func (d contentDecider) OnChange(fn func()) func() { return d.e.OnChange(fn) }
+
 // Flows returns the flows asked about so far.
 func (d *recordingDecider) Flows() []rules.Flow {
 	d.mu.Lock()
