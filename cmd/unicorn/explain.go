@@ -153,6 +153,9 @@ func explain(w io.Writer, e *rules.Engine, t target) {
 				}
 			}
 			fmt.Fprintf(w, "      a device sees: %s\n", seen(f.Layer, d))
+			if d.Rule != nil && d.Action != rules.ActionAllow && f.Layer != rules.LayerDNS {
+				fmt.Fprintf(w, "      open connections when switched on: %s\n", d.Rule.Existing())
+			}
 		}
 		for _, r := range e.Waiting(f) {
 			fmt.Fprintf(w, "      not now: %s: %s; %s\n", r.Ref(), r.Modifiers, e.RuleState(r))
@@ -214,7 +217,46 @@ func seen(l rules.Layer, d rules.Decision) string {
 		}
 		return fmt.Sprintf("a connection to %v instead", p.Addrs)
 	case rules.ActionDelay:
-		return fmt.Sprintf("the real answer, %s late (jitter %s)", p.Latency, p.Jitter)
+		switch {
+		case p.DelayOn == rules.DelayOnConnect:
+			return fmt.Sprintf("the real answer, %s late (jitter %s)", p.Latency, p.Jitter)
+		case l == rules.LayerDNS:
+			return "the real answer, on time (the rule delays the bytes of connections)"
+		case p.DelayOn == rules.DelayOnFirstByte:
+			return fmt.Sprintf("the first byte of each connection (%s) %s late (jitter %s), then full speed", p.Direction, p.Latency, p.Jitter)
+		}
+		return fmt.Sprintf("every chunk of bytes (%s) %s late (jitter %s)", p.Direction, p.Latency, p.Jitter)
+	case rules.ActionThrottle:
+		return fmt.Sprintf("the connection at %d bytes/s (%s)", p.Rate, p.Direction)
+	case rules.ActionCut:
+		var when []string
+		if p.AfterBytes > 0 {
+			when = append(when, fmt.Sprintf("after %d bytes (%s)", p.AfterBytes, p.Direction))
+		}
+		if p.After > 0 {
+			when = append(when, fmt.Sprintf("%s after it opened", p.After))
+		}
+		how := "closed"
+		if p.Close == rules.CloseRST {
+			how = "reset (RST)"
+		}
+		return fmt.Sprintf("the connection %s %s", how, strings.Join(when, " or "))
+	case rules.ActionStall:
+		return fmt.Sprintf("silence after %d bytes (%s) on a connection that stays open", p.AfterBytes, p.Direction)
+	case rules.ActionSlowClose:
+		if p.AfterBytes > 0 {
+			return fmt.Sprintf("silence after %d bytes (%s), then a close %s later", p.AfterBytes, p.Direction, p.Latency)
+		}
+		return fmt.Sprintf("the end of the connection (%s) arrives %s late", p.Direction, p.Latency)
+	case rules.ActionTLSReset:
+		if p.Close == rules.CloseAlert {
+			return "the tunnel opens, then a TLS handshake_failure alert answers the ClientHello naming it (SNI)"
+		}
+		return "the tunnel opens, then a TCP reset answers the ClientHello naming it (SNI)"
+	case rules.ActionTruncate:
+		if l == rules.LayerDNS {
+			return "over UDP an empty answer with TC set; the retry over TCP gets the real answer"
+		}
 	}
 	return fmt.Sprintf("%s (applied by a later layer)", d.Action)
 }
