@@ -112,9 +112,10 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	p.relayDecided(ctx, conn, up, o.decision, connectFlows(client, host, o)...)
 }
 
-// connectDelay is how long a CONNECT waits before it dials: the summed
-// delay of decide, except for a delay on the first byte or on every
-// chunk, which the tunnel's fault applies to the bytes instead.
+// connectDelay is how long a CONNECT or a plain request waits before it
+// dials: the summed delay of decide, except for a delay on the first byte
+// or on every chunk, which the connection's fault applies to the bytes
+// instead.
 func connectDelay(o outcome) time.Duration {
 	if ps := o.decision.Params(); o.decision.Action == rules.ActionDelay && ps != nil && ps.DelayOn != rules.DelayOnConnect {
 		return 0

@@ -214,7 +214,11 @@ func (p *Proxy) dialDecided(ctx context.Context, network, addr string) (net.Conn
 	if !ok || !t.IsValid() {
 		return nil, fmt.Errorf("proxy: no decision for dial to %s", addr)
 	}
-	return p.dial(ctx, network, t.String())
+	c, err := p.dial(ctx, network, t.String())
+	if d, ok := ctx.Value(faultKey{}).(rules.Decision); ok && err == nil {
+		c = p.faultConn(c, d)
+	}
+	return c, err
 }
 
 // wait sleeps for d, and returns early with an error when ctx is done or

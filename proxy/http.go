@@ -66,10 +66,16 @@ func (p *Proxy) route(req *http.Request) (*http.Request, *http.Response, rules.D
 		// to fail.
 	}
 
-	if err := p.wait(req.Context(), o.delay); err != nil {
+	if err := p.wait(req.Context(), connectDelay(o)); err != nil {
 		abortResponse()
 	}
 	out := req.WithContext(context.WithValue(req.Context(), targetKey{}, o.target))
+	if hasByteFault(d) {
+		// The upstream connection carries the fault (dialDecided): it
+		// serves this request only and is never pooled.
+		out = out.WithContext(context.WithValue(out.Context(), faultKey{}, d))
+		out.Close = true
+	}
 	if req.URL.Scheme == "http" {
 		// Key the transport's idle pool by the address dialled rather than
 		// by name, so a connection opened before a spoof rule turned on is

@@ -68,6 +68,9 @@ func leanAllowed(o outcome) bool {
 		rules.ActionHTTPError, rules.ActionRPCError:
 		return false
 	}
+	if hasByteFault(o.decision) {
+		return false // goproxy's transport dials it through the fault (dialDecided)
+	}
 	return o.target.IsValid()
 }
 

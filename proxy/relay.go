@@ -131,10 +131,21 @@ func (t *tunnel) abort(err error) {
 	})
 }
 
-// resetOnClose makes closing c send a RST instead of a FIN.
+// resetOnClose makes closing c send a RST instead of a FIN. c may be a
+// wrapper around the *net.TCPConn (a read-ahead buffer, a fault).
 func resetOnClose(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+	for range 4 { // wrappers nest a level or two deep
+		switch x := c.(type) {
+		case *net.TCPConn:
+			x.SetLinger(0)
+			return
+		case *bufConn:
+			c = x.Conn
+		case interface{ NetConn() net.Conn }:
+			c = x.NetConn()
+		default:
+			return
+		}
 	}
 }
 
@@ -176,4 +187,44 @@ func copyConn(dst, src net.Conn) (int64, error) {
 		return io.Copy(dt, st)
 	}
 	return io.Copy(dst, src)
+}
+
+// hasByteFault reports whether d applies a fault to the bytes of a
+// connection (fault.For would return one).
+func hasByteFault(d rules.Decision) bool {
+	if !d.Action.ByteFault() || d.Rule == nil {
+		return false
+	}
+	return d.Action != rules.ActionDelay || d.Rule.Params.DelayOn != rules.DelayOnConnect
+}
+
+// faultKey is the request context key under which route leaves the
+// decision whose byte fault the transport's connection must carry.
+type faultKey struct{}
+
+// faultConn wraps up, an upstream connection of the HTTP transport, with
+// decision d's fault. Its waits end when the connection is closed or the
+// proxy is; a cut closes (or resets) the upstream, and the device sees
+// the response end there.
+func (p *Proxy) faultConn(up net.Conn, d rules.Decision) net.Conn {
+	ctx, cancel := context.WithCancel(p.ctx)
+	c := &cancelConn{cancel: cancel}
+	c.Conn = fault.Wrap(ctx, up, fault.For(d, p.faultEnv()), func(err error) {
+		if errors.Is(err, fault.ErrReset) {
+			resetOnClose(up)
+		}
+		c.Close()
+	})
+	return c
+}
+
+// cancelConn cancels its context when closed.
+type cancelConn struct {
+	net.Conn
+	cancel context.CancelFunc
+}
+
+func (c *cancelConn) Close() error {
+	c.cancel()
+	return c.Conn.Close()
 }

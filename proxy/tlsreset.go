@@ -30,7 +30,18 @@ func (p *Proxy) serveTLSReset(ctx context.Context, w http.ResponseWriter, client
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
-	hello, sni, err := readClientHello(&bufConn{Conn: conn, r: rw.Reader})
+	p.tlsReset(ctx, &bufConn{Conn: conn, r: rw.Reader}, client, host, o)
+}
+
+// tlsReset carries out a tls_reset decision o on a tunnel the front end
+// has already accepted (a CONNECT answered 200, a SOCKS request granted):
+// conn is the device's side, with any bytes the front end read ahead in
+// front, host and o.port what the device asked for. It reads the
+// ClientHello, decides again on its SNI at the TLS layer and resets (or
+// alerts), or relays to o.target (resolving host if need be) with the
+// hello in front. The caller closes conn afterwards.
+func (p *Proxy) tlsReset(ctx context.Context, conn net.Conn, client netip.Addr, host string, o outcome) {
+	hello, sni, err := readClientHello(conn)
 	if err != nil {
 		p.log.Debug("tls_reset: no ClientHello", "client", client.String(), "target", host, "err", err)
 		return
