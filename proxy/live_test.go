@@ -189,6 +189,9 @@ rules:
 		t.Fatalf("read after the switch: %v, want the tunnel closed", err)
 	}
 	within(t, "tunnel cut after the switch", time.Since(start), 0, time.Second)
+	eventually(t, 2*time.Second, "degrade logged", func() bool {
+		return len(w.Logs.Find("live tunnel: degraded by a rule change")) == 1
+	})
 	within(t, "64 KiB at 64 KiB/s", fetch(t, slow, 64<<10), 900*time.Millisecond, 1200*time.Millisecond)
 	if resp := rawConnect(t, w.Addr, echo, ""); resp.StatusCode != 403 {
 		t.Fatalf("new CONNECT: %d, want 403", resp.StatusCode)

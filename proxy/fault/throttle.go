@@ -24,6 +24,9 @@ func init() {
 	register("throttle", func(p *rules.Params, _ Env) Fault { return &ThrottleBandwidth{Params: p} })
 }
 
+// maxLag bounds how far a direction's clock may fall behind now.
+const maxLag = 100 * time.Millisecond
+
 // chunk is the largest read a throttled direction makes.
 func (f *ThrottleBandwidth) chunk() int {
 	return int(max(min(f.Params.Rate/20, 32<<10), 1))
@@ -44,10 +47,13 @@ func (f *ThrottleBandwidth) Pass(ctx context.Context, dir rules.Direction, n int
 	}
 	now := time.Now()
 	f.mu.Lock()
-	// An idle direction does not save up: the clock never lags behind now.
+	// The clock may lag behind now by maxLag, so that timers firing late
+	// do not lower the rate; an idle direction saves up no more than that.
 	due := f.next[dir]
-	if due.Before(now) {
-		due = now
+	if floor := now.Add(-maxLag); due.IsZero() {
+		due = now // the first bytes: nothing saved up
+	} else if due.Before(floor) {
+		due = floor
 	}
 	due = due.Add(time.Duration(int64(n) * int64(time.Second) / f.Params.Rate))
 	f.next[dir] = due
