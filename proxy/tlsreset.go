@@ -87,11 +87,11 @@ func (p *Proxy) tlsReset(ctx context.Context, conn net.Conn, client netip.Addr, 
 		return
 	}
 	p.stats.bytesUp.Add(uint64(len(hello)))
-	flows := connectFlows(client, host, o)
-	if sni != "" {
-		flows = append(flows, rules.Flow{Client: client, Layer: rules.LayerTLS, Host: sni, Port: o.port, Proto: rules.ProtoTCP})
-	}
-	p.relayDecided(ctx, conn, up, d, flows...)
+	// The tunnel's fate now hangs on the SNI (and the address), not on
+	// the CONNECT's name, which a tls_reset rule holds.
+	p.relayDecided(ctx, conn, up, d,
+		rules.Flow{Client: client, Layer: rules.LayerTLS, Host: sni, Port: o.port, Proto: rules.ProtoTCP},
+		rules.Flow{Client: client, Layer: rules.LayerTCP, Addr: o.target.Addr(), Port: o.port, Proto: rules.ProtoTCP})
 }
 
 // handshakeFailureAlert is a TLS alert record (TLS 1.2 version, length 2):

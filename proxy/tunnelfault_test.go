@@ -345,19 +345,35 @@ func TestTunnelTLSReset(t *testing.T) {
 // CONNECT's name is held by tls_reset, but the SNI is let through.
 func TestTunnelTLSResetBySNI(t *testing.T) {
 	up := newUpstream(t, true)
+	var changed func()
 	w := newWorld(t, worldConfig{Hosts: testHosts, Decide: func(f rules.Flow) rules.Decision {
 		if f.Layer == rules.LayerHTTP && f.Host == "api.example.test" {
 			return decision(rules.ActionTLSReset, rules.Params{Close: rules.CloseRST})
 		}
 		return rules.Decision{}
-	}})
-	resp, err := w.client(5*time.Second, up.Roots(), "example.com").Get(up.URLFor("api.example.test"))
-	if err != nil {
-		t.Fatal(err)
+	}, OnChange: func(fn func()) func() { changed = fn; return func() {} }})
+	c := w.client(5*time.Second, up.Roots(), "example.com")
+	for i := range 2 {
+		resp, err := c.Get(up.URLFor("api.example.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Equal(b, []byte(Body)) {
+			t.Fatalf("got %q", b)
+		}
+		if i == 0 {
+			// A rule change re-decides the tunnel by its SNI, which no
+			// rule holds: it stays open and carries the next request.
+			changed()
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if !bytes.Equal(b, []byte(Body)) {
-		t.Fatalf("got %q", b)
+	if n := len(w.Logs.Find("live tunnel: cut by a rule change")); n != 0 {
+		t.Errorf("the SNI-relayed tunnel was cut %d times", n)
+	}
+	if up.Hits() != 2 {
+		t.Errorf("upstream served %d requests, want 2", up.Hits())
 	}
 }
