@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/chaos-unicorn/unicorn/proxy/fault"
 	"github.com/chaos-unicorn/unicorn/rules"
@@ -11,9 +12,10 @@ import (
 
 // The live registry holds every open tunnel with the questions that were
 // asked about it. When the rules change (a scenario switched on or off,
-// new rules loaded), each open tunnel is decided again, without side
-// effects (Engine.Peek), and the rule now deciding it says what happens
-// (rules.Rule.Existing):
+// new rules loaded), and every second besides (a rule's phase, window or
+// schedule moves with the clock), each open tunnel is decided again,
+// without side effects (Engine.Peek), and the decision now deciding it
+// says what happens (rules.Decision.OnExisting):
 //
 //   - cut: the tunnel is closed at once (with a RST);
 //   - degrade: its byte fault applies from now on (a live tunnel becomes
@@ -97,13 +99,22 @@ func (p *Proxy) watchChanges(onChange func(func()) func()) {
 	go p.watchLoop()
 }
 
+// redecideEvery is how often open tunnels are decided again without a
+// change: a rule's phase, window or schedule moves with the clock, and the
+// engine tells of no such moment.
+const redecideEvery = time.Second
+
 func (p *Proxy) watchLoop() {
 	defer close(p.watchDone)
+	tick := time.NewTicker(redecideEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-p.live.kick:
+			p.redecideAll()
+		case <-tick.C:
 			p.redecideAll()
 		}
 	}
@@ -123,19 +134,19 @@ func (p *Proxy) redecide(t *tunnel) {
 	}
 	d := p.peekFlows(t.flows)
 	old := t.Decision()
-	if d.Rule == old.Rule {
+	if sameFault(d, old) {
 		return
 	}
 	if d.Rule == nil || d.Action == rules.ActionAllow {
 		// No rule holds the tunnel back any more: lift a fault it was
 		// under, unless its rule said keep.
-		if old.Rule != nil && old.Rule.Existing() != rules.OnExistingKeep && fault.For(old, p.faultEnv()) != nil {
+		if old.OnExisting() != rules.OnExistingKeep && hasByteFault(old) {
 			p.log.Info("live tunnel: fault lifted", "client", t.client.RemoteAddr().String(), "was", old.String())
 			t.setDecision(d, false)
 		}
 		return
 	}
-	switch d.Rule.Existing() {
+	switch d.OnExisting() {
 	case rules.OnExistingCut:
 		p.logLive("live tunnel: cut by a rule change", t, d)
 		t.abort(fault.ErrReset)
@@ -143,6 +154,22 @@ func (p *Proxy) redecide(t *tunnel) {
 		p.logLive("live tunnel: degraded by a rule change", t, d)
 		t.setDecision(d, false)
 	}
+}
+
+// sameFault reports whether decisions a and b do the same to a tunnel:
+// the same rule, action and fault parameters (a rule with phases keeps
+// its pointer from phase to phase).
+func sameFault(a, b rules.Decision) bool {
+	if a.Rule != b.Rule || a.Action != b.Action {
+		return false
+	}
+	pa, pb := a.Params(), b.Params()
+	if pa == nil || pb == nil || pa == pb {
+		return pa == pb
+	}
+	return pa.Latency == pb.Latency && pa.Jitter == pb.Jitter && pa.Rate == pb.Rate &&
+		pa.AfterBytes == pb.AfterBytes && pa.After == pb.After && pa.Direction == pb.Direction &&
+		pa.DelayOn == pb.DelayOn && pa.Close == pb.Close
 }
 
 // peekFlows re-asks the questions of a tunnel and folds the answers the

@@ -205,3 +205,79 @@ func portOf(t *testing.T, addr string) string {
 	}
 	return p
 }
+
+// TestLivePhases: a rule's phases move with the engine's clock, which
+// announces nothing; the registry's periodic re-decision cuts an open
+// tunnel once the rule's reject phase begins. A probability rule switched
+// on leaves open tunnels alone: it draws once per flow.
+func TestLivePhases(t *testing.T) {
+	echo := echoServer(t)
+	set, err := rules.Parse("phases.yaml", []byte(`
+scenario: phased
+optional: true
+rules:
+  - ips: [127.0.0.1]
+    ports: [`+portOf(t, echo)+`]
+    phases:
+      - {for: 10m, action: throttle, rate: 1MiB/s}
+      - {action: reject}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rules.NewEngine(set, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	e.SetClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	if err := e.Switch("phased", true, nil); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, worldConfig{Engine: e})
+	c := tunnel(t, w.Addr, echo)
+	br := bufio.NewReader(c)
+	echoed(t, c, br, 0)
+	time.Sleep(1500 * time.Millisecond) // a periodic re-decision in the throttle phase: nothing changes
+	echoed(t, c, br, 1)
+
+	mu.Lock()
+	now = now.Add(11 * time.Minute) // the reject phase
+	mu.Unlock()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Fatalf("read in the reject phase: %v, want the tunnel closed", err)
+	}
+	within(t, "cut after the phase began", time.Since(start), 0, 2*time.Second)
+}
+
+func TestLiveProbabilityKeeps(t *testing.T) {
+	echo := echoServer(t)
+	set, err := rules.Parse("chance.yaml", []byte(`
+scenario: flaky
+optional: true
+rules:
+  - {ips: [127.0.0.1], ports: [`+portOf(t, echo)+`], action: reject, probability: 0.99}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rules.NewEngine(set, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, worldConfig{Engine: e})
+	c := tunnel(t, w.Addr, echo)
+	br := bufio.NewReader(c)
+	echoed(t, c, br, 0)
+	if err := e.Switch("flaky", true, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the switch and a periodic re-decision
+	echoed(t, c, br, 1)
+	if n := len(w.Logs.Find("live tunnel: cut by a rule change")); n != 0 {
+		t.Errorf("cut %d times", n)
+	}
+}

@@ -291,3 +291,32 @@ func (r *Rule) Existing() OnExisting {
 	}
 	return OnExistingKeep
 }
+
+// OnExisting is what decision d does to a connection already open that it
+// now decides (a scenario switched on, rules reloaded, a phase begun): the
+// rule's on_existing (Rule.Existing) for the action of d, which for a rule
+// with phases is the current phase's. degrade on a phase that is no byte
+// fault cuts when the phase blocks and keeps otherwise. A rule with
+// first, every or probability keeps: it decides each flow once, when the
+// flow starts, and an open connection has had its turn.
+func (d Decision) OnExisting() OnExisting {
+	if d.Rule == nil || d.Action == ActionAllow {
+		return OnExistingKeep
+	}
+	if m := d.Rule.Modifiers; m != nil && m.counted() {
+		return OnExistingKeep
+	}
+	blocks := d.Action.Blocking() || d.Action == ActionTLSReset
+	switch o := d.Rule.OnExisting; {
+	case o == OnExistingDegrade && !d.Action.ByteFault():
+		if blocks {
+			return OnExistingCut
+		}
+		return OnExistingKeep
+	case o != OnExistingDefault:
+		return o
+	case blocks:
+		return OnExistingCut
+	}
+	return OnExistingKeep
+}
