@@ -154,7 +154,7 @@ func explain(w io.Writer, e *rules.Engine, t target) {
 			}
 			fmt.Fprintf(w, "      a device sees: %s\n", seen(f.Layer, d))
 			if d.Rule != nil && d.Action != rules.ActionAllow && f.Layer != rules.LayerDNS {
-				fmt.Fprintf(w, "      open connections when switched on: %s\n", d.Rule.Existing())
+				fmt.Fprintf(w, "      open connections when switched on: %s\n", d.OnExisting())
 			}
 		}
 		for _, r := range e.Waiting(f) {
