@@ -36,8 +36,7 @@ type tunnel struct {
 type generation struct {
 	up     net.Conn // tunnel.up, or tunnel.up wrapped with a fault
 	faulty bool
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	cancel context.CancelCauseFunc // ends the fault's waits (fault.ErrReplaced)
 }
 
 // relayDecided relays bytes both ways between client and up until both
@@ -104,9 +103,13 @@ func (t *tunnel) setDecision(d rules.Decision, first bool) {
 		t.mu.Unlock() // no fault before, none now: nothing to interrupt
 		return
 	}
-	g := &generation{faulty: f != nil}
-	g.ctx, g.cancel = context.WithCancelCause(t.ctx)
-	g.up = fault.Wrap(g.ctx, t.up, f, t.abort)
+	g := &generation{up: t.up, cancel: func(error) {}}
+	if f != nil {
+		g.faulty = true
+		var ctx context.Context
+		ctx, g.cancel = context.WithCancelCause(t.ctx)
+		g.up = fault.Wrap(ctx, t.up, f, t.abort)
+	}
 	t.gen = g
 	t.mu.Unlock()
 	if first || old == nil {
