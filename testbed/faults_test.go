@@ -178,3 +178,51 @@ func echoServer(t *testing.T) string {
 	}()
 	return l.Addr().String()
 }
+
+// TestPresetSwitchCutsOpenTunnel: switching the built-in preset
+// "censor: SNI reset" on through the control API takes down an HTTPS
+// connection to Infura that is already open (tls_reset cuts open
+// connections by default) within a second, and new connections are reset
+// in their handshake.
+func TestPresetSwitchCutsOpenTunnel(t *testing.T) {
+	t.Parallel()
+	w := testbed.NewWorld(t)
+	u := w.Start(t, "--scenario", "cud-2019-third-parties") // nothing for Infura at start
+	api := newControlAPI(t, u)
+	tr := &http.Transport{
+		Proxy:           http.ProxyURL(u.ProxyURL),
+		TLSClientConfig: testbed.TestCA().ClientConfig(),
+		MaxConnsPerHost: 1, // one tunnel, kept alive
+	}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	url := "https://mainnet.infura.io:" + port(t, w.InfuraTLS) + "/v3/key"
+	call := func() error {
+		resp, err := hc.Post(url, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}`))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	if err := call(); err != nil {
+		t.Fatalf("before the switch: %v", err)
+	}
+	// The tunnel is open and idle in the transport's pool; watch it from
+	// the unicorn side: the log says when it is cut.
+	start := time.Now()
+	api.mustCall("POST", "/api/scenarios/preset-censor-sni-reset/on", "", nil)
+	u.WaitLog(t, map[string]string{"msg": "live tunnel: cut by a rule change", "action": "tls_reset", "scenario": "preset-censor-sni-reset"})
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("open tunnel cut %v after the switch, want within 1s", took)
+	}
+	if err := call(); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the switch: %v, want connection reset in the handshake", err)
+	}
+}
