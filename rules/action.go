@@ -160,7 +160,7 @@ func (m CloseMode) String() string { return closeModeNames[m] }
 // them.
 type OnExisting uint8
 
-// The on_existing choices. OnExistingDefault resolves by action (Rule.Existing).
+// The on_existing choices. OnExistingDefault resolves by action (Decision.OnExisting).
 const (
 	OnExistingDefault OnExisting = iota
 	OnExistingKeep               // leave the connection as it was

@@ -278,24 +278,12 @@ func decodeOnExisting(d *fileDecoder, r *Rule, n *yaml.Node, path string) {
 	r.OnExisting = o
 }
 
-// Existing is what the rule does to a connection already open when the
-// rule starts deciding it: the rule's on_existing, else cut for actions
-// that keep a flow from its destination (reject, blackhole, sinkhole,
-// tls_reset) and keep for the others.
-func (r *Rule) Existing() OnExisting {
-	if r.OnExisting != OnExistingDefault {
-		return r.OnExisting
-	}
-	if r.Action.Blocking() || r.Action == ActionTLSReset {
-		return OnExistingCut
-	}
-	return OnExistingKeep
-}
-
 // OnExisting is what decision d does to a connection already open that it
 // now decides (a scenario switched on, rules reloaded, a phase begun): the
-// rule's on_existing (Rule.Existing) for the action of d, which for a rule
-// with phases is the current phase's. degrade on a phase that is no byte
+// rule's on_existing, else cut for actions that keep a flow from its
+// destination (reject, blackhole, sinkhole, tls_reset) and keep for the
+// others, by the action of d, which for a rule with phases is the current
+// phase's. degrade on a phase that is no byte
 // fault cuts when the phase blocks and keeps otherwise. A rule with
 // first, every or probability keeps: it decides each flow once, when the
 // flow starts, and an open connection has had its turn.
