@@ -284,12 +284,12 @@ func (ld *loader) decodeRule(d *fileDecoder, sc *Scenario, i int, n *yaml.Node) 
 				delete(params, "jsonrpc")
 			}
 			decodeParams(d, r, params, path)
-			decodeOnExisting(d, r, existingNode, join(path, "on_existing"))
 			if a == ActionTLSFail && r.http != nil {
 				d.errf(n, path, "tls_fail fails the handshake, before any request: it cannot match methods, paths, request_headers or jsonrpc")
 			}
 		}
 	}
+	decodeOnExisting(d, r, existingNode, join(path, "on_existing"))
 	r.content = r.http != nil || r.Action == ActionHTTPError || r.Action == ActionRPCError || r.Action == ActionTLSFail ||
 		(r.Modifiers != nil && r.Modifiers.needsContent())
 	ld.pending = append(ld.pending, pr)

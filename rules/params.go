@@ -271,7 +271,13 @@ func decodeOnExisting(d *fileDecoder, r *Rule, n *yaml.Node, path string) {
 		return
 	}
 	o := OnExisting(i + 1)
-	if o == OnExistingDegrade && !r.Action.ByteFault() {
+	faulty := r.Action.ByteFault()
+	if m := r.Modifiers; m != nil {
+		for _, ph := range m.Phases {
+			faulty = faulty || ph.Action.ByteFault()
+		}
+	}
+	if o == OnExistingDegrade && !faulty {
 		d.errf(n, path, "degrade applies a byte fault to open connections; %s is none (want keep or cut, or a delay, throttle, cut, slow_close or stall rule)", r.Action)
 		return
 	}
