@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -375,5 +376,52 @@ func TestTunnelTLSResetBySNI(t *testing.T) {
 	}
 	if up.Hits() != 2 {
 		t.Errorf("upstream served %d requests, want 2", up.Hits())
+	}
+}
+
+// TestTunnelTLSResetNotTLS: a tunnel a tls_reset rule holds that carries
+// no TLS at all is closed, and the proxy lives on.
+func TestTunnelTLSResetNotTLS(t *testing.T) {
+	w := newWorld(t, worldConfig{Decide: only(decision(rules.ActionTLSReset, rules.Params{Close: rules.CloseRST}))})
+	for _, junk := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\xff\xff", "\x16\x03\x01\x00\x04\x01\x00\x00\x00"} {
+		c := tunnel(t, w.Addr, "127.0.0.1:9")
+		start := time.Now()
+		io.WriteString(c, junk)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 64)); err == nil || isTimeout(err) {
+			t.Fatalf("%q: read %d bytes, %v; want the tunnel closed", junk, n, err)
+		}
+		within(t, "close", time.Since(start), 0, time.Second)
+	}
+}
+
+// TestCloseEndsFaultWaits: Close ends a stalled tunnel and a throttled one
+// at once, although their faults would wait for a minute.
+func TestCloseEndsFaultWaits(t *testing.T) {
+	src := sourceServer(t, 1<<20)
+	var n atomic.Int32
+	w := newWorld(t, worldConfig{
+		Decide: func(rules.Flow) rules.Decision {
+			if n.Add(1)%2 == 1 {
+				return decision(rules.ActionStall, rules.Params{AfterBytes: 100, Direction: rules.DirDown})
+			}
+			return decision(rules.ActionThrottle, rules.Params{Rate: 10, Direction: rules.DirDown})
+		},
+		Blackhole: time.Minute,
+	})
+	stalled := tunnel(t, w.Addr, src)
+	throttled := tunnel(t, w.Addr, src)
+	io.ReadFull(stalled, make([]byte, 100))
+	io.ReadFull(throttled, make([]byte, 1))
+	start := time.Now()
+	if err := w.Proxy.Close(); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "Close", time.Since(start), 0, time.Second)
+	for _, c := range []net.Conn{stalled, throttled} {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.Copy(io.Discard, c); isTimeout(err) {
+			t.Errorf("a tunnel is still open after Close")
+		}
 	}
 }
