@@ -58,6 +58,8 @@ func (p *Proxy) intercept(w http.ResponseWriter, host string, port uint16, d rul
 		return
 	}
 	defer p.untrack(conn)
+	// A rule change that blocks the host cuts the connection (live.go).
+	defer p.watch(conn, d, hostFlow(conn, host, port))()
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}

@@ -3,15 +3,17 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
-	"github.com/chaos-unicorn/unicorn/proxy/fault"
 	"github.com/chaos-unicorn/unicorn/rules"
 )
 
-// The live registry holds every open tunnel with the questions that were
-// asked about it. When the rules change (a scenario switched on or off,
+// The live registry holds every open tunnel, and every connection unicorn
+// answers itself for a long time (an intercepted CONNECT, a WebSocket),
+// with the questions that were asked about it. When the rules change (a scenario switched on or off,
 // new rules loaded), and every second besides (a rule's phase, window or
 // schedule moves with the clock), each open tunnel is decided again,
 // without side effects (Engine.Peek), and the decision now deciding it
@@ -25,7 +27,25 @@ import (
 //
 // A tunnel whose fault was applied live, or at its start, is relieved of
 // it again when the change leaves it to no rule, or to an allow rule,
-// unless the old rule says keep.
+// unless the old rule says keep. Connections unicorn terminates can be cut
+// but not degraded: their requests are each decided anyway.
+
+// live is an open connection the registry re-decides.
+type live interface {
+	// Flows are the questions whose answers let the connection through.
+	Flows() []rules.Flow
+	// Decision is the decision it is carried under now.
+	Decision() rules.Decision
+	// Done reports whether it has ended.
+	Done() bool
+	// Cut closes it at once, with a RST to the device.
+	Cut()
+	// Degrade carries it under d from now on, applying d's byte fault,
+	// or only records d where no fault can apply.
+	Degrade(d rules.Decision)
+	// Client is the device's address, for logs.
+	Client() string
+}
 
 // peeker decides a flow without side effects; *rules.Engine is one.
 type peeker interface {
@@ -37,43 +57,111 @@ type changeNotifier interface {
 	OnChange(fn func()) (remove func())
 }
 
-// liveSet is the registry of open tunnels.
+// liveSet is the registry of open connections.
 type liveSet struct {
-	mu      sync.Mutex
-	tunnels map[*tunnel]struct{}
-	kick    chan struct{} // one pending re-decision at most
+	mu    sync.Mutex
+	conns map[live]struct{}
+	kick  chan struct{} // one pending re-decision at most
 }
 
-func (l *liveSet) add(t *tunnel) {
+func (l *liveSet) add(c live) {
 	l.mu.Lock()
-	if l.tunnels == nil {
-		l.tunnels = make(map[*tunnel]struct{})
+	if l.conns == nil {
+		l.conns = make(map[live]struct{})
 	}
-	l.tunnels[t] = struct{}{}
+	l.conns[c] = struct{}{}
 	l.mu.Unlock()
 }
 
-func (l *liveSet) remove(t *tunnel) {
+func (l *liveSet) remove(c live) {
 	l.mu.Lock()
-	delete(l.tunnels, t)
+	delete(l.conns, c)
 	l.mu.Unlock()
 }
 
-// Tunnels returns the number of open tunnels.
+// len returns the number of open connections in the registry.
 func (l *liveSet) len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.tunnels)
+	return len(l.conns)
 }
 
-func (l *liveSet) snapshot() []*tunnel {
+func (l *liveSet) snapshot() []live {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ts := make([]*tunnel, 0, len(l.tunnels))
-	for t := range l.tunnels {
-		ts = append(ts, t)
+	cs := make([]live, 0, len(l.conns))
+	for c := range l.conns {
+		cs = append(cs, c)
 	}
-	return ts
+	return cs
+}
+
+// terminated is a connection unicorn answers itself (an intercepted
+// CONNECT, a WebSocket): the registry can cut it, and degrading it only
+// records the decision.
+type terminated struct {
+	conn  net.Conn // the device's side
+	flows []rules.Flow
+
+	mu       sync.Mutex
+	decision rules.Decision
+	done     bool
+}
+
+// watch registers conn, let through under d after the questions flows,
+// until the returned function is called (when the connection ends).
+func (p *Proxy) watch(conn net.Conn, d rules.Decision, flows ...rules.Flow) (end func()) {
+	c := &terminated{conn: conn, flows: flows, decision: d}
+	p.live.add(c)
+	return func() {
+		c.mu.Lock()
+		c.done = true
+		c.mu.Unlock()
+		p.live.remove(c)
+	}
+}
+
+func (c *terminated) Flows() []rules.Flow { return c.flows }
+func (c *terminated) Client() string      { return c.conn.RemoteAddr().String() }
+
+func (c *terminated) Decision() rules.Decision {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.decision
+}
+
+func (c *terminated) Done() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done
+}
+
+func (c *terminated) Cut() {
+	resetOnClose(c.conn)
+	c.conn.Close()
+}
+
+func (c *terminated) Degrade(d rules.Decision) {
+	c.mu.Lock()
+	c.decision = d
+	c.mu.Unlock()
+}
+
+var _ live = (*terminated)(nil)
+
+// hostFlow is the question about a connection from conn's device to
+// host:port at the HTTP layer (by name, or by address for a literal).
+func hostFlow(conn net.Conn, host string, port uint16) rules.Flow {
+	f := rules.Flow{Layer: rules.LayerHTTP, Port: port, Proto: rules.ProtoTCP}
+	if ap, err := netip.ParseAddrPort(conn.RemoteAddr().String()); err == nil {
+		f.Client = ap.Addr().Unmap()
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		f.Addr = a.Unmap()
+	} else {
+		f.Host = host
+	}
+	return f
 }
 
 // watchChanges subscribes to rule changes: onChange from Config.OnChange,
@@ -120,19 +208,19 @@ func (p *Proxy) watchLoop() {
 	}
 }
 
-// redecideAll decides every open tunnel again and applies on_existing.
+// redecideAll decides every open connection again and applies on_existing.
 func (p *Proxy) redecideAll() {
-	for _, t := range p.live.snapshot() {
-		p.redecide(t)
+	for _, c := range p.live.snapshot() {
+		p.redecide(c)
 	}
 }
 
 // redecide decides t again and acts on the answer.
-func (p *Proxy) redecide(t *tunnel) {
-	if t.ctx.Err() != nil || len(t.flows) == 0 {
+func (p *Proxy) redecide(t live) {
+	if t.Done() || len(t.Flows()) == 0 {
 		return
 	}
-	d := p.peekFlows(t.flows)
+	d := p.peekFlows(t.Flows())
 	old := t.Decision()
 	if sameFault(d, old) {
 		return
@@ -141,18 +229,18 @@ func (p *Proxy) redecide(t *tunnel) {
 		// No rule holds the tunnel back any more: lift a fault it was
 		// under, unless its rule said keep.
 		if old.OnExisting() != rules.OnExistingKeep && hasByteFault(old) {
-			p.log.Info("live tunnel: fault lifted", "client", t.client.RemoteAddr().String(), "was", old.String())
-			t.setDecision(d, false)
+			p.log.Info("live tunnel: fault lifted", "client", t.Client(), "was", old.String())
+			t.Degrade(d)
 		}
 		return
 	}
 	switch d.OnExisting() {
 	case rules.OnExistingCut:
 		p.logLive("live tunnel: cut by a rule change", t, d)
-		t.abort(fault.ErrReset)
+		t.Cut()
 	case rules.OnExistingDegrade:
 		p.logLive("live tunnel: degraded by a rule change", t, d)
-		t.setDecision(d, false)
+		t.Degrade(d)
 	}
 }
 
@@ -194,7 +282,7 @@ func (p *Proxy) peekFlows(flows []rules.Flow) rules.Decision {
 	return out
 }
 
-func (p *Proxy) logLive(msg string, t *tunnel, d rules.Decision) {
-	attrs := append([]slog.Attr{slog.String("client", t.client.RemoteAddr().String())}, d.LogAttrs()...)
+func (p *Proxy) logLive(msg string, t live, d rules.Decision) {
+	attrs := append([]slog.Attr{slog.String("client", t.Client())}, d.LogAttrs()...)
 	p.log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 }

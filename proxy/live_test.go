@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -280,4 +281,51 @@ rules:
 	if n := len(w.Logs.Find("live tunnel: cut by a rule change")); n != 0 {
 		t.Errorf("cut %d times", n)
 	}
+}
+
+// closedWithin checks that wc's connection ends within limit.
+func closedWithin(t *testing.T, wc *wsClient, limit time.Duration) {
+	t.Helper()
+	deadline := time.After(limit)
+	for {
+		select {
+		case _, ok := <-wc.in:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("the WebSocket is still open %v after the switch", limit)
+		}
+	}
+}
+
+// TestLiveWebSocketCut: a chat over a plain WebSocket through the proxy,
+// and one over an intercepted wss:// connection, are taken down within a
+// second when a rule that rejects their host is switched on.
+func TestLiveWebSocketCut(t *testing.T) {
+	t.Run("plain", func(t *testing.T) {
+		const host = "ws.example.test"
+		s := newSwitchable()
+		w := newWorld(t, worldConfig{Hosts: map[string][]netip.Addr{host: {loopback}}, Decide: s.decide, OnChange: s.onChange})
+		_, port := newWSUpstream(t, nil)
+		wc := dialWS(t, w.URL, "ws://"+net.JoinHostPort(host, port)+"/ws", nil)
+		checkEcho(t, wc)
+		s.set(decision(rules.ActionReject, rules.Params{}))
+		closedWithin(t, wc, time.Second)
+	})
+	t.Run("intercepted", func(t *testing.T) {
+		s := newSwitchable()
+		s.set(decision(rules.ActionRPCError, wsRPCParams))
+		tw := newTLSWorldWith(t, true, func(wc *worldConfig) {
+			wc.Decide, wc.OnChange = s.decide, s.onChange
+		})
+		_, port := newWSUpstream(t, tw)
+		wc := dialWS(t, tw.URL, "wss://"+net.JoinHostPort(faultedHost, port)+"/ws", tw.roots)
+		checkEcho(t, wc)
+		s.set(decision(rules.ActionReject, rules.Params{}))
+		closedWithin(t, wc, time.Second)
+		if n := len(tw.Logs.Find("live tunnel: cut by a rule change")); n < 1 {
+			t.Errorf("cut logged %d times", n)
+		}
+	})
 }

@@ -120,6 +120,15 @@ func (t *tunnel) setDecision(d rules.Decision, first bool) {
 	t.up.SetReadDeadline(longAgo)
 }
 
+// The tunnel is a live connection of the registry (live.go).
+func (t *tunnel) Flows() []rules.Flow      { return t.flows }
+func (t *tunnel) Done() bool               { return t.ctx.Err() != nil }
+func (t *tunnel) Cut()                     { t.abort(fault.ErrReset) }
+func (t *tunnel) Degrade(d rules.Decision) { t.setDecision(d, false) }
+func (t *tunnel) Client() string           { return t.client.RemoteAddr().String() }
+
+var _ live = (*tunnel)(nil)
+
 // abort ends the tunnel: both sides closed, with a RST when err is
 // fault.ErrReset.
 func (t *tunnel) abort(err error) {

@@ -90,6 +90,12 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer p.untrack(conn)
+	// A rule change that blocks the host cuts the connection (live.go).
+	if host, port, err := splitTarget(r.URL.Host, defaultPort(r.URL.Scheme)); err == nil {
+		f := hostFlow(conn, host, port)
+		f.Method, f.Path, f.Header = r.Method, r.URL.Path, r.Header.Get
+		defer p.watch(conn, d, f)()
+	}
 	bw := bufio.NewWriter(conn)
 	bw.WriteString("HTTP/1.1 " + up.Status + "\r\n")
 	up.Header.Write(bw)
