@@ -40,7 +40,7 @@ if has load; then
 			read -r port < <(ports 1)
 			t=$(date +%s%N)
 			if [ "$who" = unicorn ]; then
-				start load-unicorn "$UNICORN" serve --rules "$DNSDIR/big.yaml" --dns "127.0.0.1:$port" --proxy "" --upstream "$FAKE"
+				start load-unicorn "$UNICORN" serve --control "" --rules "$DNSDIR/big.yaml" --dns "127.0.0.1:$port" --proxy "" --upstream "$FAKE"
 			else
 				# shellcheck disable=SC2046
 				start load-dnsmasq $(dnsmasq_cmd "$port" "$DNSDIR/big.conf")
@@ -118,10 +118,10 @@ if has dns; then
 	# unicorn as shipped logs every blocked query at info; its log goes to
 	# /dev/null here (a terminal or journald costs more). "quiet" is the
 	# same server at --log-level warn, to show what the log line costs.
-	start_quiet unicorn taskset -c "$BENCH_SERVER_CPU" "$UNICORN" serve --rules "$DNSDIR/block.yaml" \
+	start_quiet unicorn taskset -c "$BENCH_SERVER_CPU" "$UNICORN" serve --control "" --rules "$DNSDIR/block.yaml" \
 		--dns "127.0.0.1:$pu" --proxy "" --upstream "$FAKE"
 	uni=$START_PID
-	start dns-unicorn-quiet taskset -c "$BENCH_SERVER_CPU" "$UNICORN" serve --rules "$DNSDIR/block.yaml" \
+	start dns-unicorn-quiet taskset -c "$BENCH_SERVER_CPU" "$UNICORN" serve --control "" --rules "$DNSDIR/block.yaml" \
 		--dns "127.0.0.1:$pq" --proxy "" --upstream "$FAKE" --log-level warn
 	uniq=$START_PID
 	# shellcheck disable=SC2046
@@ -146,7 +146,7 @@ if has cache; then
 	: >"$DNSDIR/empty.conf"
 	read -r pu pd < <(ports 2)
 	# Built-in rules: nothing under .test is blocked.
-	start_quiet unicorn taskset -c "$BENCH_SERVER_CPU" "$UNICORN" serve --dns "127.0.0.1:$pu" --proxy "" --upstream "$FAKE"
+	start_quiet unicorn taskset -c "$BENCH_SERVER_CPU" "$UNICORN" serve --control "" --dns "127.0.0.1:$pu" --proxy "" --upstream "$FAKE"
 	uni=$START_PID
 	# shellcheck disable=SC2046
 	start cache-dnsmasq taskset -c "$BENCH_SERVER_CPU" $(dnsmasq_cmd "$pd" "$DNSDIR/empty.conf" --cache-size=10000)

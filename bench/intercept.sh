@@ -25,7 +25,7 @@ rules:
   - {domains: [intercept.test], action: rpc_error, code: -32005, jsonrpc: [never_called]}
 YAML
 "$BT" waitport -addr "127.0.0.1:$I_TLS" -timeout 10s || die "bench HTTPS server did not start (log: $WORK/intercept-tlsserver.log)"
-start intercept-unicorn "$UNICORN" serve --dns "" --proxy "127.0.0.1:$I_UNI" --upstream "$FAKE" \
+start intercept-unicorn "$UNICORN" serve --control "" --dns "" --proxy "127.0.0.1:$I_UNI" --upstream "$FAKE" \
 	--rules "$IXDIR/rules.yaml" --ca-dir "$IXDIR/ca" --upstream-ca "$IXDIR/server.pem" --log-level warn
 IX_UNI=$START_PID
 "$BT" waitport -addr "127.0.0.1:$I_UNI" -timeout 10s || die "unicorn (intercept) did not start (log: $WORK/intercept-unicorn.log)"

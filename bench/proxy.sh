@@ -14,7 +14,7 @@ start tlsserver "$BT" tlsserver -addr "127.0.0.1:$P_TLS"
 PX_TLS=$START_PID
 start sink "$BT" sink -addr "127.0.0.1:$P_SINK"
 PX_SINK=$START_PID
-start proxy-unicorn "$UNICORN" serve --dns "" --proxy "127.0.0.1:$P_UNI" --upstream "$FAKE"
+start proxy-unicorn "$UNICORN" serve --control "" --dns "" --proxy "127.0.0.1:$P_UNI" --upstream "$FAKE"
 PX_UNI=$START_PID
 
 # The reference: a minimal Go CONNECT relay (two io.Copy, splice).
