@@ -65,6 +65,13 @@ func (p *Proxy) SOCKS(cfg SOCKSConfig) *SOCKS {
 	return &SOCKS{p: p, names: cfg.Names}
 }
 
+// Associations reports how many UDP associations are open now.
+func (s *SOCKS) Associations() int { return int(s.udp.open.Load()) }
+
+// DroppedDatagrams reports how many client datagrams the UDP relay has
+// dropped: blocked by a rule, malformed, fragmented or not from the client.
+func (s *SOCKS) DroppedDatagrams() int64 { return s.udp.dropped.Load() }
+
 // socksHandshakeTimeout bounds the greeting and the request: a client that
 // connects and says nothing does not hold a goroutine for long.
 const socksHandshakeTimeout = readHeaderTimeout

@@ -65,9 +65,11 @@ type association struct {
 
 // udpLogKey is what "once" means for the log of a datagram's decision.
 type udpLogKey struct {
-	host string
-	addr netip.AddrPort
-	rule *rules.Rule
+	host     string
+	addr     netip.AddrPort
+	action   rules.Action
+	scenario string // the rule's, with index: stable across a reload that
+	index    int    // compiles new *Rule values for the same rules
 }
 
 // udpName is a cached resolution.
@@ -284,7 +286,7 @@ func (a *association) logOnce(f rules.Flow, d rules.Decision) {
 	if d.Rule == nil {
 		return
 	}
-	k := udpLogKey{host: f.Host, addr: netip.AddrPortFrom(f.Addr, f.Port), rule: d.Rule}
+	k := udpLogKey{host: f.Host, addr: netip.AddrPortFrom(f.Addr, f.Port), action: d.Action, scenario: d.Rule.Scenario, index: d.Rule.Index}
 	a.mu.Lock()
 	if _, ok := a.logged[k]; ok {
 		a.mu.Unlock()

@@ -144,7 +144,7 @@ func readRequest(r io.Reader) (socksRequest, error) {
 			return req, err
 		}
 		if a, err := netip.ParseAddr(name); err == nil {
-			req.addr = a.Unmap() // a literal address in a name field is an address
+			req.addr = a.Unmap().WithZone("") // a literal address in a name field is an address
 		} else {
 			req.host = name
 		}
@@ -247,7 +247,7 @@ func parseDatagram(b []byte) (dst socksRequest, payload []byte, err error) {
 			return dst, nil, err
 		}
 		if a, err := netip.ParseAddr(name); err == nil {
-			dst.addr = a.Unmap()
+			dst.addr = a.Unmap().WithZone("")
 		} else {
 			dst.host = name
 		}
