@@ -27,8 +27,9 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "run the DNS sinkhole and the HTTP(S) proxy with the active scenarios",
-		Description: `Listens for DNS (UDP and TCP) and HTTP proxy requests (plain and CONNECT) and
-answers both from the active scenarios; SIGHUP, or a change to a --rules
+		Description: `Listens for DNS (UDP and TCP) and HTTP proxy requests (plain and CONNECT), and
+with --socks for SOCKS5 (CONNECT and UDP ASSOCIATE, for apps that honour ALL_PROXY),
+and answers them all from the active scenarios; SIGHUP, or a change to a --rules
 file, reloads the rules (a file with errors is refused, each error logged,
 and the rules in force stay; switches survive a reload). The control API
 and dashboard (--control, default 127.0.0.1:8053) switch scenarios at run
@@ -40,6 +41,7 @@ port 53 needs root or the cap_net_bind_service capability.`,
 		Flags: append(append(ruleFlags(),
 			&cli.StringSliceFlag{Name: "dns", Value: cli.NewStringSlice("127.0.0.1:5353"), Usage: "DNS listen `ADDR` (UDP and TCP; repeatable; IPv6 as [::1]:5353; \"\" to disable)"},
 			&cli.StringSliceFlag{Name: "proxy", Value: cli.NewStringSlice("127.0.0.1:8080"), Usage: "HTTP proxy listen `ADDR` (repeatable; \"\" to disable)"},
+			&cli.StringSliceFlag{Name: "socks", Usage: "SOCKS5 listen `ADDR` (CONNECT and UDP ASSOCIATE, no authentication, same rules and clients as the proxy; repeatable; default off, e.g. 127.0.0.1:1080)"},
 			&cli.StringSliceFlag{Name: "upstream", Usage: "upstream resolver `ADDR` (repeatable, tried in order; no port means 53; default: the system's from /etc/resolv.conf)"},
 			&cli.StringSliceFlag{Name: "allow-clients", Usage: "serve only clients in `CIDR` (repeatable; default: loopback, private and link-local ranges)"},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: 2 * time.Second, Usage: "answer SERVFAIL when the upstreams have not answered within this `DURATION`"},
@@ -89,9 +91,9 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	dnsAddrs, proxyAddrs := nonEmpty(c.StringSlice("dns")), nonEmpty(c.StringSlice("proxy"))
-	if len(dnsAddrs) == 0 && len(proxyAddrs) == 0 {
-		return cli.Exit("nothing to serve: give --dns or --proxy an address", 2)
+	dnsAddrs, proxyAddrs, socksAddrs := nonEmpty(c.StringSlice("dns")), nonEmpty(c.StringSlice("proxy")), nonEmpty(c.StringSlice("socks"))
+	if len(dnsAddrs) == 0 && len(proxyAddrs) == 0 && len(socksAddrs) == 0 {
+		return cli.Exit("nothing to serve: give --dns, --proxy or --socks an address", 2)
 	}
 
 	// Listen on everything before serving anything, so that a port in use
@@ -105,6 +107,11 @@ func serve(c *cli.Context) error {
 	}
 	for _, a := range proxyAddrs {
 		if err := lns.listenProxy(a); err != nil {
+			return err
+		}
+	}
+	for _, a := range socksAddrs {
+		if err := lns.listenSOCKS(a); err != nil {
 			return err
 		}
 	}
@@ -149,12 +156,15 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// SOCKS decides like the proxy's CONNECT; a request by address is also
+	// decided by the name the DNS front end answered it for.
+	sx := px.SOCKS(proxy.SOCKSConfig{Names: dnsSrv.Names().Lookup})
 
 	if err := cp.start(engine, log, dnsSrv, px); err != nil {
 		return err
 	}
 	printBanner(c.App.Writer, engine, cp, lns, upstreams, clients)
-	log.Info("serving", "scenarios", activeNames(engine), "upstreams", upstreams, "clients", clients.String(), "seed", engine.Seed())
+	log.Info("serving", "scenarios", activeNames(engine), "upstreams", upstreams, "clients", clients.String(), "seed", engine.Seed(), "socks", strings.Join(lns.socksAddrs(), " "))
 
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
@@ -164,7 +174,7 @@ func serve(c *cli.Context) error {
 		defer wg.Done()
 		reloadOnHangup(ctx, c, engine, cp.reloads, log)
 	}()
-	errc := make(chan error, 2+len(lns.proxy))
+	errc := make(chan error, 2+len(lns.proxy)+len(lns.socks))
 	if cp.ln != nil {
 		wg.Add(1)
 		go func() {
@@ -184,6 +194,13 @@ func serve(c *cli.Context) error {
 		go func() {
 			defer wg.Done()
 			errc <- px.Serve(l)
+		}()
+	}
+	for _, l := range lns.socks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- sx.Serve(l)
 		}()
 	}
 	var first error
@@ -206,6 +223,7 @@ type listeners struct {
 	udp   []net.PacketConn
 	tcp   []net.Listener // DNS over TCP, one per udp
 	proxy []net.Listener
+	socks []net.Listener
 }
 
 func (l *listeners) listenDNS(addr string) error {
@@ -241,6 +259,23 @@ func (l *listeners) listenProxy(addr string) error {
 	return nil
 }
 
+func (l *listeners) listenSOCKS(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return listenErr("--socks", addr, err)
+	}
+	l.socks = append(l.socks, ln)
+	return nil
+}
+
+func (l *listeners) socksAddrs() []string {
+	var s []string
+	for _, ln := range l.socks {
+		s = append(s, ln.Addr().String())
+	}
+	return s
+}
+
 func (l *listeners) dnsAddrs() []string {
 	var s []string
 	for _, pc := range l.udp {
@@ -262,7 +297,7 @@ func (l *listeners) closeAll() {
 	for _, pc := range l.udp {
 		pc.Close()
 	}
-	for _, ln := range append(l.tcp, l.proxy...) {
+	for _, ln := range append(append(l.tcp, l.proxy...), l.socks...) {
 		ln.Close()
 	}
 }
@@ -296,6 +331,8 @@ func suggest(addr, flag string) string {
 		port = "5353"
 	case "--control":
 		port = "8054"
+	case "--socks":
+		port = "1080"
 	}
 	return net.JoinHostPort(host, port)
 }
@@ -447,6 +484,9 @@ func printBanner(w io.Writer, e *rules.Engine, cp *controlPlane, l listeners, up
 	}
 	for _, a := range l.proxyAddrs() {
 		fmt.Fprintf(w, "proxy  %-22s try: curl -x http://%s https://api.etherscan.io/   (page: http://%s/)\n", a, a, a)
+	}
+	for _, a := range l.socksAddrs() {
+		fmt.Fprintf(w, "socks  %-22s try: curl --socks5-hostname %s https://api.etherscan.io/\n", a, a)
 	}
 	fmt.Fprintf(w, "upstream resolvers %s; serving clients %s\n", strings.Join(upstreams, ", "), clients)
 	fmt.Fprintln(w, "Ctrl-C stops.")
