@@ -3,12 +3,13 @@
 # tinyproxy), all measured in this run, on loopback only. `make bench`
 # builds bin/unicorn and runs this; see bench/README.md for the knobs.
 #
-# Sections (BENCH_ONLY="go load dns cache proxy intercept faults" picks some):
+# Sections (BENCH_ONLY="go load dns cache proxy socks intercept faults" picks some):
 #   go     Go benchmarks of rules/, dnsblock/, proxy/
 #   load   1M-name rule load: time to first blocked answer and RSS, vs dnsmasq
 #   dns    blocked-name qps, one core each, vs dnsmasq (bench/dns.sh)
 #   cache  cached allowed-name qps vs dnsmasq's cache (bench/dns.sh)
 #   proxy  HTTPS and raw CONNECT, HTTP keep-alive, vs direct and tinyproxy (bench/proxy.sh)
+#   socks  HTTPS download through SOCKS5 vs HTTP CONNECT vs direct (bench/socks.sh)
 #   intercept  intercepted vs tunnelled HTTPS keep-alive req/s, leaf reuse (bench/intercept.sh)
 #   faults  no fault matched vs none configured; throttle and delay CPU per MB (bench/faults.sh)
 set -euo pipefail
@@ -24,7 +25,7 @@ cd "$ROOT"
 BENCH_SECONDS=${BENCH_SECONDS:-10}          # dnsperf and wrk duration per run
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}             # interleaved rounds; medians are printed
 BENCH_PROXY_ROUNDS=${BENCH_PROXY_ROUNDS:-5} # rounds of the (short, noisy) HTTPS and raw CONNECT runs
-BENCH_ONLY=${BENCH_ONLY:-go load dns cache proxy intercept faults}
+BENCH_ONLY=${BENCH_ONLY:-go load dns cache proxy socks intercept faults}
 BENCH_GOTIME=${BENCH_GOTIME:-1s}            # -benchtime of the Go benchmarks
 BENCH_LOAD_NAMES=${BENCH_LOAD_NAMES:-1000000}
 BENCH_DNS_NAMES=${BENCH_DNS_NAMES:-100000}
@@ -102,6 +103,8 @@ has go && . "$BENCH_DIR/gobench.sh"
 { has load || has dns || has cache; } && . "$BENCH_DIR/dns.sh"
 # shellcheck source=proxy.sh
 has proxy && . "$BENCH_DIR/proxy.sh"
+# shellcheck source=socks.sh
+has socks && . "$BENCH_DIR/socks.sh"
 # shellcheck source=intercept.sh
 has intercept && . "$BENCH_DIR/intercept.sh"
 # shellcheck source=faults.sh
