@@ -22,6 +22,9 @@ type PageInfo struct {
 	ProxyAddrs []string
 	// DNSAddrs are addresses a device can use as its DNS server.
 	DNSAddrs []string
+	// SOCKSAddrs are "host:port" addresses of the SOCKS5 listener, for
+	// desktop apps; empty when it is off.
+	SOCKSAddrs []string
 	// CA is the certificate authority devices install to let unicorn
 	// intercept HTTPS. OPTIONAL: nil means none is configured, and the page
 	// says so and /ca.pem, /ca.der and /ca.mobileconfig answer 404. Leave
@@ -171,6 +174,7 @@ unicorn must listen on it (<code>--proxy 0.0.0.0:{{.Port}}</code>).</p>{{end}}
 server <code>{{.Host}}</code>, port <code>{{.Port}}</code>.
 Or Automatic, with <code>{{.PACURL}}</code>.</p>
 {{- if .ProxyAddrs}}<p>Other proxy addresses:{{range .ProxyAddrs}} <code>{{.}}</code>{{end}}</p>{{end}}
+{{- if .SOCKSAddrs}}<p><b>SOCKS5</b> (desktop apps and programs that honour <code>ALL_PROXY=socks5h://</code><i>address</i>):{{range .SOCKSAddrs}} <code>{{.}}</code>{{end}}</p>{{end}}
 {{- if .DNS}}<p><b>DNS:</b> Wi-Fi settings → this network → DNS → Manual:{{range .DNS}} <code>{{.Addr}}</code>{{if .Note}} ({{.Note}}){{end}}{{end}}</p>{{end}}
 <p><b>Router mode</b> (for apps that ignore the proxy or dial addresses directly):
 Wi-Fi settings → this network → IP settings → Static: gateway <code>{{.Host}}</code>

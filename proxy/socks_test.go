@@ -393,3 +393,17 @@ func isReset(err error) bool {
 }
 
 func itoa(n uint16) string { return strconv.Itoa(int(n)) }
+
+func TestSOCKSOnDevicePage(t *testing.T) {
+	w := newWorld(t, worldConfig{Info: func(netip.Addr) proxy.PageInfo {
+		return proxy.PageInfo{SOCKSAddrs: []string{"192.0.2.7:1080"}}
+	}})
+	resp, body := w.get(w.URL.String() + "/")
+	if resp.StatusCode != 200 || !strings.Contains(body, "SOCKS5") || !strings.Contains(body, "<code>192.0.2.7:1080</code>") {
+		t.Errorf("page (%d) does not show the SOCKS address:\n%s", resp.StatusCode, body)
+	}
+	w = newWorld(t, worldConfig{})
+	if _, body := w.get(w.URL.String() + "/"); strings.Contains(body, "SOCKS5") {
+		t.Errorf("page mentions SOCKS5 when it is off")
+	}
+}

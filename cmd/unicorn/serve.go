@@ -150,7 +150,9 @@ func serve(c *cli.Context) error {
 		BlackholeTimeout: c.Duration("blackhole-timeout"),
 		Logger:           log,
 		Info: func(client netip.Addr) proxy.PageInfo {
-			return pageInfo(engine, cp, ca, client, lns.proxyAddrs(), lns.dnsAddrs())
+			info := pageInfo(engine, cp, ca, client, lns.proxyAddrs(), lns.dnsAddrs())
+			info.SOCKSAddrs = lns.socksAddrs()
+			return info
 		},
 	})
 	if err != nil {
