@@ -197,8 +197,15 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 				"action", o.decision.Action.String(), "rule", o.decision.String())
 		})
 	}
-	if err := p.wait(ctx, o.delay); err != nil {
-		return false
+	var early []byte
+	if o.delay > 0 {
+		// A delay can be long (a slow provider's 10 s): a client that gives
+		// up meanwhile ends the wait, as a CONNECT's request context does.
+		cw := watchClient(c, cancel)
+		err := p.wait(ctx, o.delay)
+		if early, _ = cw.stop(c); err != nil {
+			return false
+		}
 	}
 	up, err := p.dial(ctx, "tcp", o.target.String())
 	if err != nil {
@@ -215,8 +222,51 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 	if err := s.reply(c, socksSucceeded, addrPortOf(up.LocalAddr())); err != nil {
 		return false
 	}
+	if len(early) > 0 {
+		if _, err := up.Write(early); err != nil {
+			return false
+		}
+	}
 	p.relayDecided(ctx, c, up, o.decision)
 	return false
+}
+
+// clientWatch reads from a client connection while the proxy waits before
+// answering it, to notice the client closing.
+type clientWatch struct {
+	done chan struct{}
+	buf  [4096]byte
+	n    int
+	err  error
+}
+
+// watchClient calls cancel when c's client closes (or its connection
+// fails) before stop is called.
+func watchClient(c net.Conn, cancel func()) *clientWatch {
+	w := &clientWatch{done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		w.n, w.err = c.Read(w.buf[:])
+		var ne net.Error
+		if w.err != nil && !(errors.As(w.err, &ne) && ne.Timeout()) {
+			cancel()
+		}
+	}()
+	return w
+}
+
+// stop ends the watch and returns what the client sent meanwhile: a SOCKS
+// client waits for the reply, but one that sends optimistic data must not
+// lose it.
+func (w *clientWatch) stop(c net.Conn) ([]byte, error) {
+	c.SetReadDeadline(time.Unix(1, 0)) // unblocks the Read
+	<-w.done
+	c.SetReadDeadline(time.Time{})
+	var ne net.Error
+	if w.err != nil && !(errors.As(w.err, &ne) && ne.Timeout()) {
+		return nil, w.err
+	}
+	return w.buf[:w.n], nil
 }
 
 // decide is the HTTP proxy's decide for a CONNECT (by name, resolved, then

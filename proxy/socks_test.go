@@ -407,3 +407,57 @@ func TestSOCKSOnDevicePage(t *testing.T) {
 		t.Errorf("page mentions SOCKS5 when it is off")
 	}
 }
+
+func TestSOCKSDelay(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	ap := netip.MustParseAddrPort(l.Addr().String())
+	w := newSOCKSWorld(t, worldConfig{Decide: func(rules.Flow) rules.Decision {
+		return decision(rules.ActionDelay, rules.Params{Latency: 400 * time.Millisecond})
+	}}, proxy.SOCKSConfig{})
+
+	t.Run("answered-late", func(t *testing.T) {
+		c := socksDial(t, w.SOCKSAddr)
+		start := time.Now()
+		// Optimistic data right behind the request reaches the upstream.
+		c.Write(append(append([]byte{5, 1, 0}, socksRequest(1, ap.Addr().String(), ap.Port())...), "early"...))
+		head := make([]byte, 12)
+		if _, err := io.ReadFull(c, head); err != nil || head[3] != 0 {
+			t.Fatalf("reply % x %v", head, err)
+		}
+		within(t, "delayed CONNECT", time.Since(start), 380*time.Millisecond, 2*time.Second)
+		up := <-accepted
+		defer up.Close()
+		up.SetReadDeadline(time.Now().Add(2 * time.Second))
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(up, got); err != nil || string(got) != "early" {
+			t.Errorf("upstream got %q %v, want the early bytes", got, err)
+		}
+	})
+	t.Run("client-gives-up", func(t *testing.T) {
+		c := socksDial(t, w.SOCKSAddr)
+		c.Write(append([]byte{5, 1, 0}, socksRequest(1, ap.Addr().String(), ap.Port())...))
+		time.Sleep(100 * time.Millisecond)
+		c.Close()
+		select {
+		case up := <-accepted:
+			up.Close()
+			t.Errorf("the proxy dialled the upstream for a client that had gone")
+		case <-time.After(800 * time.Millisecond):
+		}
+	})
+}
