@@ -47,6 +47,10 @@ type SOCKSConfig struct {
 //	a dial refused / unreachable   connection refused (0x05) / network or
 //	                      host unreachable (0x03, 0x04); timeout: TTL expired (0x06)
 //
+// UDP datagrams (socks_udp.go) are sent, to the spoofed address for spoof,
+// or dropped for reject, blackhole and sinkhole; delay and byte faults are
+// not applied to datagrams.
+//
 // http_error, rpc_error and tls_fail need the HTTP inside the connection,
 // which SOCKS does not show: such connections are relayed untouched and a
 // warning is logged once. Create a SOCKS with Proxy.SOCKS; it is stopped by
@@ -146,6 +150,9 @@ func (s *SOCKS) serveConn(c net.Conn) {
 		s.logBad(client, "request", err)
 		return
 	}
+	// The handshake is over: from here on the decision's own waits (a
+	// delay, a blackhole) and the relay set the pace.
+	c.SetDeadline(time.Time{})
 	if !p.clients.Contains(client) {
 		if p.denied.first(client) {
 			p.log.Warn("client not allowed", "client", client.String(), "allowed", p.clients.String(), "via", "socks")
@@ -188,7 +195,6 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 		return false
 	case rules.ActionBlackhole:
 		// Accept, then silence: no reply to the request.
-		c.SetDeadline(time.Time{})
 		p.hold(c)
 		return true
 	case rules.ActionHTTPError, rules.ActionRPCError, rules.ActionTLSFail:
@@ -218,7 +224,6 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 		return false
 	}
 	defer p.untrack(up)
-	c.SetDeadline(time.Time{})
 	if err := s.reply(c, socksSucceeded, addrPortOf(up.LocalAddr())); err != nil {
 		return false
 	}

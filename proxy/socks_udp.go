@@ -110,7 +110,6 @@ func (s *SOCKS) associate(c net.Conn, client netip.Addr, req socksRequest) {
 		s: s, c: c, client: client, wantPort: req.port, cpc: cpc, upc: upc,
 		peers: make(map[netip.AddrPort]netip.AddrPort), logged: make(map[udpLogKey]struct{}), names: make(map[string]udpName),
 	}
-	c.SetDeadline(time.Time{})
 	if err := s.reply(c, socksSucceeded, addrPortOf(cpc.LocalAddr())); err != nil {
 		return
 	}
