@@ -35,8 +35,12 @@ type SOCKSConfig struct {
 // Decisions map onto replies as follows (a Decision's meaning is the same
 // at every front end):
 //
-//	allow, delay, spoof   succeeded (0x00) and relayed, after the delay, to
-//	                      the decided address (the spoofed one for spoof)
+//	allow, delay, spoof,  succeeded (0x00) and relayed, after a delay on
+//	throttle, cut, ...    connect, to the decided address (the spoofed one
+//	                      for spoof), with the decision's byte fault
+//	                      (proxy/fault), in the live registry, exactly as a
+//	                      CONNECT tunnel (relayDecided)
+//	tls_reset             succeeded, then the ClientHello decides (tlsReset)
 //	reject                connection not allowed by ruleset (0x02)
 //	sinkhole              host unreachable (0x04): the name leads nowhere,
 //	                      as the HTTP proxy's 502 says
@@ -113,6 +117,7 @@ func (s *SOCKS) Serve(l net.Listener) error {
 			c.Close()
 			return nil
 		}
+		p.stats.conns.Add(1)
 		go s.serveConn(c)
 	}
 }
@@ -174,7 +179,7 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 	p := s.p
 	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()
-	o, err := s.decide(ctx, client, req)
+	o, flows, err := s.decide(ctx, client, req)
 	if err != nil {
 		rep := socksHostUnreachable
 		if errors.Is(err, errLocalTarget) {
@@ -197,6 +202,14 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 		// Accept, then silence: no reply to the request.
 		p.hold(c)
 		return true
+	case rules.ActionTLSReset:
+		// Grant the request, then let the ClientHello decide, as a
+		// CONNECT does after its "200".
+		if err := s.reply(c, socksSucceeded, netip.AddrPort{}); err != nil {
+			return false
+		}
+		p.tlsReset(ctx, c, client, req.target(), o)
+		return false
 	case rules.ActionHTTPError, rules.ActionRPCError, rules.ActionTLSFail:
 		s.noContent.Do(func() {
 			p.log.Warn("a rule needs the HTTP inside the connection, which SOCKS does not show: relaying untouched (use the HTTP proxy for such hosts)",
@@ -204,11 +217,11 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 		})
 	}
 	var early []byte
-	if o.delay > 0 {
+	if delay := connectDelay(o); delay > 0 {
 		// A delay can be long (a slow provider's 10 s): a client that gives
 		// up meanwhile ends the wait, as a CONNECT's request context does.
 		cw := watchClient(c, cancel)
-		err := p.wait(ctx, o.delay)
+		err := p.wait(ctx, delay)
 		if early, _ = cw.stop(c); err != nil {
 			return false
 		}
@@ -231,8 +244,11 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 		if _, err := up.Write(early); err != nil {
 			return false
 		}
+		p.stats.bytesUp.Add(uint64(len(early)))
 	}
-	p.relayDecided(ctx, c, up, o.decision)
+	// The byte fault of the decision, and the live registry: a rule
+	// change re-asks flows and may cut or degrade the tunnel.
+	p.relayDecided(ctx, c, up, o.decision, flows...)
 	return false
 }
 
@@ -277,40 +293,46 @@ func (w *clientWatch) stop(c net.Conn) ([]byte, error) {
 // decide is the HTTP proxy's decide for a CONNECT (by name, resolved, then
 // by address), plus one question for what SOCKS adds: a request by address
 // that Config.Names attributes to a name is asked about again with that
-// name, as decide asks about a name it resolved itself.
-func (s *SOCKS) decide(ctx context.Context, client netip.Addr, req socksRequest) (outcome, error) {
+// name, as decide asks about a name it resolved itself. flows are the
+// questions asked, for the live registry to ask again.
+func (s *SOCKS) decide(ctx context.Context, client netip.Addr, req socksRequest) (o outcome, flows []rules.Flow, err error) {
 	p := s.p
-	o, err := p.decide(ctx, client, req.target(), req.port, nil)
-	if err != nil || o.final() {
-		return o, err
-	}
-	if req.host != "" && !o.target.IsValid() {
-		// decide did not resolve the name because the HTTP proxy answers
-		// the flow itself (an http_error rule, with a CA); SOCKS relays it.
-		addrs, err := p.lookup(ctx, req.host)
-		if err != nil {
-			return o, fmt.Errorf("resolve %s: %w", req.host, err)
-		}
-		if len(addrs) == 0 {
-			return o, fmt.Errorf("resolve %s: no addresses", req.host)
-		}
-		return s.askByAddr(o, client, req.host, addrs[0].Unmap())
-	}
+	var named *rules.Flow
 	if req.addr.IsValid() && s.names != nil {
 		if name, ok := s.names(req.addr); ok {
-			return s.askByAddr(o, client, name, req.addr)
+			named = &rules.Flow{Client: client, Layer: rules.LayerTCP, Host: name, Addr: req.addr, Port: req.port, Proto: rules.ProtoTCP}
 		}
 	}
-	return o, nil
+	o, err = p.decide(ctx, client, req.target(), req.port, nil)
+	if err == nil && !o.final() {
+		switch {
+		case req.host != "" && !o.target.IsValid():
+			// decide did not resolve the name because the HTTP proxy
+			// answers the flow itself (an http_error rule, with a CA);
+			// SOCKS relays it.
+			var addrs []netip.Addr
+			if addrs, err = p.lookup(ctx, req.host); err == nil && len(addrs) == 0 {
+				err = errors.New("no addresses")
+			}
+			if err != nil {
+				return o, nil, fmt.Errorf("resolve %s: %w", req.host, err)
+			}
+			o.target = netip.AddrPortFrom(addrs[0].Unmap(), o.port)
+			o, err = s.askAgain(o, client, rules.Flow{Client: client, Layer: rules.LayerTCP, Host: req.host, Addr: o.target.Addr(), Port: req.port, Proto: rules.ProtoTCP})
+		case named != nil:
+			o, err = s.askAgain(o, client, *named)
+		}
+	}
+	flows = connectFlows(client, req.target(), o)
+	if named != nil {
+		flows = append(flows, *named)
+	}
+	return o, flows, err
 }
 
-// askByAddr asks the rules about a connection to a, known as name, at the
-// TCP layer, folds the answer into o and checks the target again.
-func (s *SOCKS) askByAddr(o outcome, client netip.Addr, name string, a netip.Addr) (outcome, error) {
-	if !o.target.IsValid() {
-		o.target = netip.AddrPortFrom(a, o.port)
-	}
-	f := rules.Flow{Client: client, Layer: rules.LayerTCP, Host: name, Addr: a, Port: o.port, Proto: rules.ProtoTCP}
+// askAgain asks the rules about f, folds the answer into o and checks the
+// target again.
+func (s *SOCKS) askAgain(o outcome, client netip.Addr, f rules.Flow) (outcome, error) {
 	if err := o.steer(s.p.ask(f)); err != nil {
 		return o, err
 	}

@@ -95,17 +95,9 @@ func (s *SOCKS) associate(c net.Conn, client netip.Addr, req socksRequest) {
 		s.reply(c, socksGeneralFailure, netip.AddrPort{})
 		return
 	}
-	if !p.track(cpc) {
-		cpc.Close()
-		upc.Close()
-		return
-	}
-	defer p.untrack(cpc)
-	if !p.track(upc) {
-		upc.Close()
-		return
-	}
-	defer p.untrack(upc)
+	// The sockets end with c, which the Proxy's Close closes.
+	defer cpc.Close()
+	defer upc.Close()
 	a := &association{
 		s: s, c: c, client: client, wantPort: req.port, cpc: cpc, upc: upc,
 		peers: make(map[netip.AddrPort]netip.AddrPort), logged: make(map[udpLogKey]struct{}), names: make(map[string]udpName),
