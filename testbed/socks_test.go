@@ -5,17 +5,22 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chaos-unicorn/unicorn/testbed"
 	"github.com/miekg/dns"
+	xproxy "golang.org/x/net/proxy"
 )
 
 // socksWorld is the binary with --socks on 127.0.0.1:0 and rules of its
@@ -37,13 +42,14 @@ func newSOCKSWorld(t *testing.T) *socksWorld {
 	}
 	t.Cleanup(func() { pc.Close() })
 	sw.udpBlocked = pc
-	for _, n := range []string{"blocked.test", "remembered.test"} {
+	for _, n := range []string{"blocked.test", "remembered.test", "slow.test"} {
 		sw.w.DNS.Map(n, netip.MustParseAddr("127.0.0.1"))
 	}
 	rulesFile := writeFile(t, "socks.yaml", `scenario: socks-test
 rules:
   - {domains: [blocked.test], action: reject}
   - {hosts: [remembered.test], action: delay, latency: 400ms}
+  - {hosts: [slow.test], action: throttle, rate: 128KiB/s, direction: down}
   - {ips: [127.0.0.1], ports: [`+port(t, pc.LocalAddr().String())+`/udp], action: reject}
 `)
 	sw.u = sw.w.Start(t, "--rules", rulesFile, "--socks", "127.0.0.1:0")
@@ -110,6 +116,22 @@ func TestSOCKSCurl(t *testing.T) {
 			t.Errorf("refusal took %v", d)
 		}
 		sw.u.WaitLog(t, map[string]string{"msg": "proxy decision", "action": "reject", "target": "blocked.test:" + sitePort})
+	})
+	t.Run("throttle", func(t *testing.T) {
+		const size, rate = 256 << 10, 128 << 10
+		want := time.Duration(size) * time.Second / rate
+		site, _ := testbed.ServeHTTPS(t, "127.0.0.1", sizedSite())
+		start := time.Now()
+		code, _, stderr := curl(t, "--socks5-hostname", sw.socks, "--cacert", ca, "-o", os.DevNull,
+			"https://slow.test:"+port(t, site)+"/"+strconv.Itoa(size))
+		took := time.Since(start)
+		if code != 0 {
+			t.Fatalf("exit %d, stderr %s", code, stderr)
+		}
+		t.Logf("256 KiB at 128 KiB/s through SOCKS: %v", took)
+		if took < want*9/10 || took > want*11/10+300*time.Millisecond { // + curl's start and handshake
+			t.Errorf("slow.test took %v, want %v ±10%%", took, want)
+		}
 	})
 	t.Run("address-attributed-to-name", func(t *testing.T) {
 		// The device asked unicorn's DNS for remembered.test, then connects
@@ -209,5 +231,55 @@ func TestSOCKSUDPDNS(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d log lines for 3 blocked datagrams, want 1", n)
+	}
+}
+
+// TestSOCKSPresetSwitchCutsOpenTunnel: switching the built-in preset
+// "censor: SNI reset" on through the control API takes down an HTTPS
+// connection to Infura open through SOCKS within a second, as it does a
+// CONNECT tunnel.
+func TestSOCKSPresetSwitchCutsOpenTunnel(t *testing.T) {
+	t.Parallel()
+	w := testbed.NewWorld(t)
+	u := w.Start(t, "--scenario", "cud-2019-third-parties", "--socks", "127.0.0.1:0")
+	socks := u.WaitLog(t, map[string]string{"msg": "serving"}).Str("socks")
+	api := newControlAPI(t, u)
+	d, err := xproxy.SOCKS5("tcp", socks, nil, &net.Dialer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{
+		DialContext:     d.(xproxy.ContextDialer).DialContext,
+		TLSClientConfig: testbed.TestCA().ClientConfig(),
+		MaxConnsPerHost: 1, // one tunnel, kept alive
+	}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	url := "https://mainnet.infura.io:" + port(t, w.InfuraTLS) + "/v3/key"
+	call := func() error {
+		resp, err := hc.Post(url, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}`))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	if err := call(); err != nil {
+		t.Fatalf("before the switch: %v", err)
+	}
+	start := time.Now()
+	api.mustCall("POST", "/api/scenarios/preset-censor-sni-reset/on", "", nil)
+	u.WaitLog(t, map[string]string{"msg": "live tunnel: cut by a rule change", "action": "tls_reset", "scenario": "preset-censor-sni-reset"})
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("open SOCKS tunnel cut %v after the switch, want within 1s", took)
+	}
+	if err := call(); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the switch: %v, want connection reset in the handshake", err)
 	}
 }
