@@ -63,13 +63,23 @@ rules:
 // curl runs curl with args and returns its exit code, stdout and stderr.
 func curl(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	return curlIn(t, nil, args...)
+}
+
+// curlIn is curl run in network namespace n (nil: here).
+func curlIn(t *testing.T, n *testbed.Netns, args ...string) (int, string, string) {
+	t.Helper()
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatalf("curl is not installed (.ci/run installs it): %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, "curl", append([]string{"-sS", "--max-time", "10", "--noproxy", ""}, args...)...)
+	argv := append([]string{"curl", "-sS", "--max-time", "10", "--noproxy", ""}, args...)
+	if n != nil {
+		argv = n.Exec(argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "ALL_PROXY=", "HTTPS_PROXY=", "HTTP_PROXY=", "http_proxy=", "https_proxy=")
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -282,4 +292,32 @@ func TestSOCKSPresetSwitchCutsOpenTunnel(t *testing.T) {
 	if err := call(); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("after the switch: %v, want connection reset in the handshake", err)
 	}
+}
+
+// TestSOCKSRemoteClientKeptOffLoopback: a device on the LAN (192.0.2.31,
+// in a namespace of the test's own) may use the SOCKS listener, but not
+// to reach the unicorn machine's own loopback services: its control API
+// on 127.0.0.1 is refused with reply 2.
+func TestSOCKSRemoteClientKeptOffLoopback(t *testing.T) {
+	if why := testbed.NetnsUnavailable(); why != "" {
+		t.Skip(why)
+	}
+	t.Parallel()
+	srv := testbed.NewNetns(t, "sockssrv")
+	dev := testbed.NewNetns(t, "socksdev")
+	testbed.Veth(t, srv, "192.0.2.30/24", dev, "192.0.2.31/24")
+	u := testbed.StartIn(t, srv, "--dns", "192.0.2.30:5353", "--proxy", "192.0.2.30:8080", "--socks", "192.0.2.30:1080",
+		"--control", "127.0.0.1:8053", "--allow-clients", "192.0.2.0/24", "--upstream", "192.0.2.99:53",
+		"--log-format", "json", "--ca-dir", t.TempDir())
+	// Allowed: the device reaches a LAN address (unicorn's own page).
+	code, body, stderr := curlIn(t, dev, "--socks5", "192.0.2.30:1080", "http://192.0.2.30:8080/")
+	if code != 0 || !strings.Contains(body, "unicorn") {
+		t.Fatalf("LAN target: exit %d, stderr %s, body %.200q", code, stderr, body)
+	}
+	// Refused: the machine's loopback.
+	code, _, stderr = curlIn(t, dev, "--socks5", "192.0.2.30:1080", "http://127.0.0.1:8053/api/status")
+	if code != 97 || !strings.Contains(stderr, "(2)") {
+		t.Errorf("loopback target: exit %d, stderr %q; want 97 and reply 2 (not allowed)", code, stderr)
+	}
+	u.WaitLog(t, map[string]string{"msg": "proxy error", "via": "socks", "target": "127.0.0.1:8053"})
 }
