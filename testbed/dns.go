@@ -73,6 +73,11 @@ const maxPortTries = 20
 func (d *DNS) Start(tb testing.TB) (addr string, cleanup func()) {
 	tb.Helper()
 	pc, l := listenUDPAndTCP(tb)
+	return d.serveOn(tb, pc, l)
+}
+
+// serveOn serves the fake resolver on pc and l, as Start does.
+func (d *DNS) serveOn(tb testing.TB, pc net.PacketConn, l net.Listener) (addr string, cleanup func()) {
 	mux := dns.NewServeMux() // never dns.DefaultServeMux: two fakes would share it
 	mux.HandleFunc(".", d.serve)
 

@@ -34,6 +34,12 @@ func serve(tb testing.TB, ip string, h http.Handler, tlsConf *tls.Config) (strin
 	if err != nil {
 		tb.Fatalf("testbed: listen on %s: %v", ip, err)
 	}
+	return serveOn(tb, l, h, tlsConf)
+}
+
+// serveOn serves h on l (over TLS when tlsConf is set) until the test ends
+// or the returned cleanup is called, and returns l's address.
+func serveOn(tb testing.TB, l net.Listener, h http.Handler, tlsConf *tls.Config) (string, func()) {
 	addr := l.Addr().String()
 	if tlsConf != nil {
 		l = tls.NewListener(l, tlsConf)
