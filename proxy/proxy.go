@@ -67,6 +67,26 @@ type Config struct {
 	// Decider's own OnChange method is used when it has one
 	// (*rules.Engine does); else open tunnels are never re-decided.
 	OnChange func(fn func()) (remove func())
+
+	// The transparent listener (ServeTransparent, router mode):
+	//
+	// Names attributes a destination address to the name a device resolved
+	// it from (cmd passes dnsblock.Names.Lookup), so that a connection
+	// without SNI or Host is still decided by name. If nil, such
+	// connections are decided by address and port alone.
+	Names func(netip.Addr) (string, bool)
+	// OrigDst returns where a redirected connection was going. If nil,
+	// the firewall's record is read (SO_ORIGINAL_DST; Linux only).
+	OrigDst func(net.Conn) (netip.AddrPort, error)
+	// PeekTimeout bounds the wait for a transparent connection's first
+	// bytes (TLS ClientHello, HTTP request head); a client that waits for
+	// the server to speak first is decided by address after it. If zero,
+	// DefaultPeekTimeout is used.
+	PeekTimeout time.Duration
+	// EncryptedDNS reports whether a name is a known DNS-over-HTTPS or
+	// DNS-over-TLS endpoint, so that a device resolving past unicorn is
+	// logged as such. If nil, only port 853 (DNS over TLS) is recognised.
+	EncryptedDNS func(host string) bool
 }
 
 // Defaults applied by New for zero Config fields.
@@ -75,6 +95,8 @@ const (
 	DefaultDialTimeout = 10 * time.Second
 	// DefaultBlackholeTimeout is the hold when Config.BlackholeTimeout is zero.
 	DefaultBlackholeTimeout = 60 * time.Second
+	// DefaultPeekTimeout is the peek bound when Config.PeekTimeout is zero.
+	DefaultPeekTimeout = time.Second
 )
 
 // maxIdlePerHost replaces goproxy's transport default of 2 idle upstream
@@ -129,6 +151,11 @@ type Proxy struct {
 	live      liveSet
 	unwatch   func()
 	watchDone chan struct{}
+	// The transparent listener's (transparent.go).
+	names   func(netip.Addr) (string, bool)
+	origDst func(net.Conn) (netip.AddrPort, error)
+	peekFor time.Duration
+	encDNS  func(string) bool
 }
 
 // New returns a Proxy for cfg, ready to Serve. It fails only when cfg is
@@ -151,6 +178,16 @@ func New(cfg Config) (*Proxy, error) {
 		ca:        cfg.CA,
 		roots:     cfg.UpstreamRoots,
 		conns:     make(map[net.Conn]struct{}),
+		names:     cfg.Names,
+		origDst:   cfg.OrigDst,
+		peekFor:   cfg.PeekTimeout,
+		encDNS:    cfg.EncryptedDNS,
+	}
+	if p.origDst == nil {
+		p.origDst = origDst
+	}
+	if p.peekFor <= 0 {
+		p.peekFor = DefaultPeekTimeout
 	}
 	if p.ca != nil {
 		u, err := certs.New(certs.Options{Host: "untrusted", CacheSize: 64})

@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/chaos-unicorn/unicorn/rules"
+)
+
+// dotPort is DNS over TLS (RFC 7858).
+const dotPort = 853
+
+// acceptBackoff bounds the pause after a failed Accept (out of file
+// descriptors, say) before the next try.
+const acceptBackoff = time.Second
+
+// ServeTransparent accepts, on l, TCP connections that the firewall
+// redirected to it (router mode: `unicorn router up` installs the rules),
+// and for each one learns where it was going (Config.OrigDst), peeks at
+// its first bytes for a name without terminating TLS (ClientHello SNI,
+// HTTP Host; bounded by Config.PeekTimeout and maxPeek), falls back to the
+// name the device resolved the address from (Config.Names), asks the rules
+// once with name, address and port, and applies the decision:
+//
+//   - reject: a TLS alert after a ClientHello, a 403 page after an HTTP
+//     request head, otherwise a reset; sinkhole: a reset;
+//   - blackhole: silence until the client gives up or BlackholeTimeout;
+//   - spoof: relayed to the given address instead; delay: relayed late;
+//   - everything else: relayed to the original destination, the peeked
+//     bytes first, then zero-copy (relay).
+//
+// It returns nil after Close, and otherwise the error that stopped it.
+func (p *Proxy) ServeTransparent(l net.Listener) error {
+	stop := context.AfterFunc(p.ctx, func() { l.Close() })
+	defer stop()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if p.ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			p.log.Warn("transparent accept failed", "err", err)
+			if p.wait(p.ctx, acceptBackoff) != nil {
+				return nil
+			}
+			continue
+		}
+		if !p.track(c) {
+			c.Close()
+			return nil
+		}
+		go p.serveTransparent(c)
+	}
+}
+
+// serveTransparent handles one redirected connection; see ServeTransparent.
+func (p *Proxy) serveTransparent(c net.Conn) {
+	defer p.untrack(c)
+	client := addrOf(c.RemoteAddr())
+	if !p.clients.Contains(client) {
+		if p.denied.first(client) {
+			p.log.Warn("client not allowed", "client", client.String(), "allowed", p.clients.String())
+		}
+		reset(c)
+		return
+	}
+	dst, err := p.origDst(c)
+	if err != nil {
+		p.log.Info("transparent connection refused", "client", client.String(), "err", err)
+		reset(c)
+		return
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if local, _ := netip.ParseAddrPort(c.LocalAddr().String()); dst.Addr() == local.Addr().Unmap() && dst.Port() == local.Port() {
+		// Connected to the listener itself, not redirected: relaying
+		// would connect it to itself.
+		p.log.Info("transparent connection refused", "client", client.String(), "err", "not redirected: connected to the transparent listener directly")
+		reset(c)
+		return
+	}
+
+	pk := peek(c, time.Now().Add(p.peekFor))
+	f := rules.Flow{Client: client, Layer: rules.LayerTCP, Addr: dst.Addr(), Port: dst.Port(), Proto: rules.ProtoTCP}
+	switch pk.kind {
+	case peekTLS:
+		f.Layer = rules.LayerTLS
+	case peekHTTP:
+		f.Layer = rules.LayerHTTP
+	}
+	f.Host = pk.host
+	if _, err := netip.ParseAddr(f.Host); err == nil {
+		f.Host = "" // an address as SNI or Host says nothing the destination does not
+	}
+	if f.Host == "" && p.names != nil {
+		f.Host, _ = p.names(dst.Addr())
+	}
+	d := p.ask(f)
+	p.noteEncryptedDNS(f, d)
+
+	o := outcome{host: f.Host, port: dst.Port(), target: dst}
+	if err := o.steer(d); err == nil {
+		err = guardTarget(client, o)
+	}
+	if err != nil {
+		p.log.Info("proxy error", "client", client.String(), "target", flowTarget(f), "err", err)
+		reset(c)
+		return
+	}
+	switch o.decision.Action {
+	case rules.ActionReject:
+		switch pk.kind {
+		case peekTLS:
+			tlsAlert(c)
+		case peekHTTP:
+			newBlockPage(403, hostOr(f), o.decision).response(nil).Write(c)
+		default:
+			reset(c)
+		}
+		return
+	case rules.ActionSinkhole:
+		reset(c)
+		return
+	case rules.ActionBlackhole:
+		p.holding.Add(1)
+		defer p.holding.Add(-1)
+		c.SetReadDeadline(time.Now().Add(p.blackhole))
+		io.Copy(io.Discard, c)
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(p.ctx, DefaultDialTimeout+o.delay)
+	defer cancel()
+	if err := p.wait(ctx, o.delay); err != nil {
+		return
+	}
+	up, err := p.dial(ctx, "tcp", o.target.String())
+	if err != nil {
+		p.log.Info("proxy error", "client", client.String(), "target", flowTarget(f), "addr", o.target.String(), "err", err)
+		reset(c)
+		return
+	}
+	if !p.track(up) {
+		up.Close()
+		return
+	}
+	defer p.untrack(up)
+	if len(pk.data) > 0 {
+		if _, err := up.Write(pk.data); err != nil {
+			return
+		}
+	}
+	p.relayDecided(p.ctx, c, up, o.decision, f)
+}
+
+// noteEncryptedDNS logs a device that resolves names past unicorn: DNS over
+// TLS (port 853) or a known DNS-over-HTTPS name (Config.EncryptedDNS).
+func (p *Proxy) noteEncryptedDNS(f rules.Flow, d rules.Decision) {
+	proto := ""
+	switch {
+	case f.Port == dotPort:
+		proto = "dns-over-tls"
+	case f.Host != "" && p.encDNS != nil && p.encDNS(f.Host):
+		proto = "dns-over-https"
+	default:
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("client", f.Client.String()),
+		slog.String("protocol", proto),
+		slog.String("target", flowTarget(f)),
+		slog.String("action", d.Action.String()),
+	}
+	if d.Rule != nil {
+		attrs = append(attrs, slog.String("rule", d.Rule.Ref()))
+	}
+	p.log.LogAttrs(context.Background(), slog.LevelWarn, "encrypted DNS past unicorn's resolver", attrs...)
+}
+
+// hostOr is the flow's name, or its address.
+func hostOr(f rules.Flow) string {
+	if f.Host != "" {
+		return f.Host
+	}
+	return f.Addr.String()
+}
+
+// reset closes c with a TCP reset instead of a FIN, as a refused
+// connection looks on the wire.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
