@@ -1,0 +1,97 @@
+package router
+
+import (
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/chaos-unicorn/unicorn/rules"
+	"github.com/chaos-unicorn/unicorn/testbed"
+)
+
+const testRules = `
+scenario: t
+services:
+  cluster: {ips: [203.0.113.20, 203.0.113.0/24, "2001:db8:3::/64"], ports: [30303, 30300-30310/udp, 443/tcp]}
+  infura: {domains: [infura.io]}
+devices: {qa: [192.0.2.10/32]}
+rules:
+  - {hosts: [ipfs.infura.io], action: allow}
+  - {service: infura, action: blackhole}
+  - {service: cluster, action: reject, clients: [qa]}
+  - {ports: [853], action: reject}
+`
+
+func testEngine(t *testing.T) *rules.Engine {
+	t.Helper()
+	set, err := rules.LoadFS(fstest.MapFS{"t.yaml": {Data: []byte(testRules)}}, "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rules.NewEngine(set, set.Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func testParams(t *testing.T) Params {
+	e := testEngine(t)
+	infura := e.Scenarios()[0].Scenario.Rules[1]
+	return Params{
+		LAN: "lan0", TransparentPort: 15001, DNSPort: 53, Scenarios: e.Scenarios(),
+		Learned: map[*rules.Rule][]netip.Addr{infura: {netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("2001:db8:3::10")}},
+		Comment: "unicorn test",
+	}
+}
+
+func TestDefine(t *testing.T) {
+	def := Define(testParams(t))
+	for _, want := range []string{
+		`iifname "lan0" meta l4proto { tcp, udp } th dport 53 redirect to :53`,
+		`iifname "lan0" meta l4proto tcp redirect to :15001`,
+		`set n1_4 {`, `elements = { 203.0.113.10 }`, `elements = { 2001:db8:3::10 }`,
+		`ip daddr @n0_4 accept comment "t rules[0] (t.yaml:8): allow"`,
+		`ip6 daddr @n1_6 drop`,
+		// overlapping prefixes merged, ports merged per protocol, clients scoped
+		`ip saddr { 192.0.2.10 } ip daddr { 203.0.113.0/24 } udp dport { 30300-30310 } reject with icmpx type port-unreachable`,
+		`ip saddr { 192.0.2.10 } ip daddr { 203.0.113.0/24 } tcp dport { 443, 30303 } reject with tcp reset`,
+		`meta nfproto ipv4 udp dport { 853 } reject with icmpx type port-unreachable`,
+	} {
+		if !strings.Contains(def, want) {
+			t.Errorf("ruleset lacks %q", want)
+		}
+	}
+	// qa has no IPv6 address: the cluster rule has no IPv6 line.
+	if strings.Contains(def, "ip6 daddr { 2001:db8:3::/64 }") {
+		t.Errorf("IPv6 line for a rule scoped to IPv4 devices only")
+	}
+	if t.Failed() {
+		t.Log(def)
+	}
+}
+
+// TestScriptApplies loads the generated script into nftables in a
+// namespace of its own, twice (replacing itself), and removes it.
+func TestScriptApplies(t *testing.T) {
+	if why := testbed.NetnsUnavailable(); why != "" {
+		t.Skipf("skipping: %s", why)
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatalf("nft is not installed (apt-get install nftables; .ci/run does): %v", err)
+	}
+	ns := testbed.NewNetns(t, "nft")
+	ns.IP(t, "link", "add", "lan0", "type", "bridge")
+	script := Script(testParams(t))
+	for range 2 {
+		if out := ns.Sh(t, "nft -f - <<'EOF'\n"+script+"EOF\nnft list table inet unicorn"); !strings.Contains(out, "203.0.113.10") {
+			t.Fatalf("listed table lacks the learned address:\n%s", out)
+		}
+	}
+	ns.Sh(t, "nft delete table inet unicorn")
+	if out := ns.Sh(t, "nft list tables"); strings.Contains(out, "unicorn") {
+		t.Errorf("table left: %s", out)
+	}
+}
