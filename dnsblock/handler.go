@@ -70,7 +70,7 @@ func (s *Server) decide(client netip.Addr, q *request, borrowed bool) rules.Deci
 	if borrowed && !s.borrowHost {
 		host = strings.Clone(host)
 	}
-	return s.decider.Decide(rules.Flow{Client: client, Layer: rules.LayerDNS, Host: host})
+	return s.hooked(client, host, s.decider.Decide(rules.Flow{Client: client, Layer: rules.LayerDNS, Host: host}))
 }
 
 // recoverPanic keeps one bad query (or a Decider bug) from taking the whole

@@ -65,7 +65,8 @@ type Server struct {
 	pendingMax int  // maxPending, smaller in tests
 	udpNoBatch bool // tests: see udpServer.noBatch
 	now        func() time.Time
-	stats      stats // Stats
+	stats      stats       // Stats
+	onBlocked  blockedHook // hooks.go
 
 	// ctx is cancelled when the server stops; every wait of a handler
 	// (delay, upstream exchange) ends with it.
