@@ -140,7 +140,7 @@ func ruleLines(p *Params) generated {
 
 func (g *generated) rule(i int, st rules.ScenarioState, r *rules.Rule, learned []netip.Addr) {
 	svc := r.Target()
-	named := svc != nil && (svc.NumNames() > 0 || len(svc.Regex) > 0)
+	named := hasNames(r)
 	if named {
 		for _, v6 := range []bool{false, true} {
 			s := nftSet{name: SetName(i, v6), typ: "ipv4_addr"}
@@ -218,6 +218,13 @@ func (g *generated) rule(i int, st rules.ScenarioState, r *rules.Rule, learned [
 			}
 		}
 	}
+}
+
+// hasNames reports whether r matches names, and so has sets of learned
+// addresses.
+func hasNames(r *rules.Rule) bool {
+	svc := r.Target()
+	return svc != nil && (svc.NumNames() > 0 || len(svc.Regex) > 0)
 }
 
 // verdicts maps an action onto the firewall, as DESIGN.md's table says:

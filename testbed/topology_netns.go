@@ -155,3 +155,13 @@ func (n *Netns) HTTPClient(dnsServer string) *http.Client {
 		ForceAttemptHTTP2: false,
 	}}
 }
+
+// netInterface returns the index of the interface called name in the
+// calling thread's namespace.
+func netInterface(name string) (int, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, err
+	}
+	return ifi.Index, nil
+}

@@ -57,6 +57,7 @@ scenario (Chaos Unicorn Day: Infura, Etherscan and the Status cluster down).`,
 			scenarioCommand(),
 			eventsCommand(),
 			caCommand(),
+			routerCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits, once
 	}

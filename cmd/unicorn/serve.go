@@ -42,6 +42,7 @@ port 53 needs root or the cap_net_bind_service capability.`,
 			&cli.StringSliceFlag{Name: "dns", Value: cli.NewStringSlice("127.0.0.1:5353"), Usage: "DNS listen `ADDR` (UDP and TCP; repeatable; IPv6 as [::1]:5353; \"\" to disable)"},
 			&cli.StringSliceFlag{Name: "proxy", Value: cli.NewStringSlice("127.0.0.1:8080"), Usage: "HTTP proxy listen `ADDR` (repeatable; \"\" to disable)"},
 			&cli.StringSliceFlag{Name: "socks", Usage: "SOCKS5 listen `ADDR` (CONNECT and UDP ASSOCIATE, no authentication, same rules and clients as the proxy; repeatable; default off, e.g. 127.0.0.1:1080)"},
+			&cli.StringSliceFlag{Name: "transparent", Usage: "transparent TCP listen `ADDR` for connections the firewall redirects (router mode; Linux; repeatable)"},
 			&cli.StringSliceFlag{Name: "upstream", Usage: "upstream resolver `ADDR` (repeatable, tried in order; no port means 53; default: the system's from /etc/resolv.conf)"},
 			&cli.StringSliceFlag{Name: "allow-clients", Usage: "serve only clients in `CIDR` (repeatable; default: loopback, private and link-local ranges)"},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: 2 * time.Second, Usage: "answer SERVFAIL when the upstreams have not answered within this `DURATION`"},
@@ -71,7 +72,13 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 	return nil, cli.Exit(fmt.Sprintf("--log-format %q: want text or json", c.String("log-format")), 2)
 }
 
-func serve(c *cli.Context) error {
+func serve(c *cli.Context) error { return serveWith(c, nil) }
+
+// serveWith is serve, with extra (router mode, router.go), if set, called
+// once everything listens and before anything is served; the function it
+// returns then runs beside the servers until the context ends, and its
+// return ends serving too.
+func serveWith(c *cli.Context, extra func(serveParts) (func(context.Context) error, error)) error {
 	log, err := newLogger(c)
 	if err != nil {
 		return err
@@ -115,6 +122,11 @@ func serve(c *cli.Context) error {
 			return err
 		}
 	}
+	for _, a := range nonEmpty(c.StringSlice("transparent")) {
+		if err := lns.listenTransparent(a); err != nil {
+			return err
+		}
+	}
 	upstreams, err := upstreamList(c.StringSlice("upstream"), lns.dnsAddrs())
 	if err != nil {
 		return err
@@ -154,6 +166,8 @@ func serve(c *cli.Context) error {
 			info.SOCKSAddrs = lns.socksAddrs()
 			return info
 		},
+		Names:        dnsSrv.Names().Lookup,
+		EncryptedDNS: encryptedDNS(engine),
 	})
 	if err != nil {
 		return err
@@ -161,6 +175,12 @@ func serve(c *cli.Context) error {
 	// SOCKS decides like the proxy's CONNECT; a request by address is also
 	// decided by the name the DNS front end answered it for.
 	sx := px.SOCKS(proxy.SOCKSConfig{Names: dnsSrv.Names().Lookup})
+	var extraRun func(context.Context) error
+	if extra != nil {
+		if extraRun, err = extra(serveParts{engine: engine, dns: dnsSrv, lns: &lns, log: log}); err != nil {
+			return err
+		}
+	}
 
 	if err := cp.start(engine, log, dnsSrv, px); err != nil {
 		return err
@@ -176,7 +196,7 @@ func serve(c *cli.Context) error {
 		defer wg.Done()
 		reloadOnHangup(ctx, c, engine, cp.reloads, log)
 	}()
-	errc := make(chan error, 2+len(lns.proxy)+len(lns.socks))
+	errc := make(chan error, 3+len(lns.proxy)+len(lns.socks)+len(lns.transparent))
 	if cp.ln != nil {
 		wg.Add(1)
 		go func() {
@@ -205,12 +225,28 @@ func serve(c *cli.Context) error {
 			errc <- sx.Serve(l)
 		}()
 	}
+	for _, l := range lns.transparent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- px.ServeTransparent(l)
+		}()
+	}
+	if extraRun != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- extraRun(ctx)
+		}()
+	}
 	var first error
 	select {
 	case <-ctx.Done():
 		log.Info("stopping")
 	case first = <-errc:
-		log.Error("a listener stopped", "err", first)
+		if first != nil {
+			log.Error("stopping", "err", first)
+		}
 	}
 	cancel()
 	cp.close()
@@ -222,10 +258,11 @@ func serve(c *cli.Context) error {
 
 // listeners holds every socket serve opened, in flag order.
 type listeners struct {
-	udp   []net.PacketConn
-	tcp   []net.Listener // DNS over TCP, one per udp
-	proxy []net.Listener
-	socks []net.Listener
+	udp         []net.PacketConn
+	tcp         []net.Listener // DNS over TCP, one per udp
+	proxy       []net.Listener
+	socks       []net.Listener
+	transparent []net.Listener
 }
 
 func (l *listeners) listenDNS(addr string) error {
@@ -299,7 +336,7 @@ func (l *listeners) closeAll() {
 	for _, pc := range l.udp {
 		pc.Close()
 	}
-	for _, ln := range append(append(l.tcp, l.proxy...), l.socks...) {
+	for _, ln := range slices.Concat(l.tcp, l.proxy, l.socks, l.transparent) {
 		ln.Close()
 	}
 }
@@ -489,6 +526,9 @@ func printBanner(w io.Writer, e *rules.Engine, cp *controlPlane, l listeners, up
 	}
 	for _, a := range l.socksAddrs() {
 		fmt.Fprintf(w, "socks  %-22s try: curl --socks5-hostname %s https://api.etherscan.io/\n", a, a)
+	}
+	for _, ln := range l.transparent {
+		fmt.Fprintf(w, "transparent %s   (router mode: the firewall redirects the LAN's TCP here)\n", ln.Addr())
 	}
 	fmt.Fprintf(w, "upstream resolvers %s; serving clients %s\n", strings.Join(upstreams, ", "), clients)
 	fmt.Fprintln(w, "Ctrl-C stops.")

@@ -1,0 +1,257 @@
+package testbed
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// routerRules: the phone (192.0.2.10) loses Infura and the bootnode, and
+// everybody loses Etherscan; the second phone keeps Infura and the
+// bootnode (clients: scoping). DNS-over-HTTPS (dns.google) stays
+// reachable for the phone and is logged; the second phone loses it.
+const routerRules = `
+scenario: outage
+services:
+  infura: {domains: [infura.io]}
+  etherscan: {domains: [etherscan.io]}
+  bootnode: {ips: [203.0.113.20, "2001:db8:3::20"], ports: [30303]}
+  encrypted-dns: {domains: [dns.google], ports: [443, 853]}
+devices:
+  phone: [192.0.2.10/32, "2001:db8:1::10/128"]
+  phone2: [192.0.2.11/32, "2001:db8:1::11/128"]
+rules:
+  - {service: infura, action: reject, clients: [phone]}
+  - {service: etherscan, action: reject}
+  - {service: bootnode, action: reject, clients: [phone]}
+  - {service: encrypted-dns, action: reject, clients: [phone2]}
+`
+
+func writeRules(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "outage.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// routerDNS is the DNS server the devices were given: the router.
+var routerDNS = net.JoinHostPort(RouterLAN4, "53")
+
+// TestRouterMode: the phone and a second phone behind `unicorn router
+// up`, with no proxy configured, their default route and DNS via the
+// router. What each device sees, blocked and allowed, and a capture on the
+// fake internet's side showing that nothing from the phone reached a
+// blocked destination.
+func TestRouterMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping router mode in network namespaces")
+	}
+	topo := NewTopology(t)
+	u := topo.StartRouter(t, "--rules", writeRules(t, routerRules))
+	if tbl := topo.Table(t); !strings.Contains(tbl, "redirect to :15001") {
+		t.Fatalf("no redirect in the installed table:\n%s", tbl)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	phone, phone2 := topo.Phone, topo.Phone2
+	capture := topo.Capture(t)
+
+	// DNS: the router's own, and a resolver hard-coded in the app (the
+	// fake world's, which would answer), over UDP and TCP: NXDOMAIN.
+	for _, server := range []string{routerDNS, net.JoinHostPort(ResolverAddr4, "53"), net.JoinHostPort(ResolverAddr6, "53")} {
+		for _, network := range []string{"udp", "tcp"} {
+			r, err := phone.Query(ctx, server, network, "mainnet.infura.io", dns.TypeA)
+			if err != nil || r.Rcode != dns.RcodeNameError {
+				t.Errorf("phone asks %s over %s for mainnet.infura.io: %v %v, want NXDOMAIN", server, network, rcode(r), err)
+			}
+		}
+	}
+	r, err := phone.Query(ctx, routerDNS, "udp", "use-application-dns.net", dns.TypeA)
+	if err != nil || r.Rcode != dns.RcodeNameError {
+		t.Errorf("the DoH canary: %v %v, want NXDOMAIN", rcode(r), err)
+	}
+
+	// The blocked name's address is learned (unicorn looks the name up
+	// itself) and lands in the firewall's set.
+	waitFor(t, 10*time.Second, "the table to hold mainnet.infura.io's addresses", func() bool {
+		tbl := topo.Table(t)
+		return strings.Contains(tbl, InfuraAddr4) && strings.Contains(tbl, InfuraAddr6)
+	})
+
+	// HTTPS to a hard-coded address with the name in SNI: a TLS alert.
+	for _, c := range []struct{ addr, name string }{
+		{InfuraAddr4, "mainnet.infura.io"}, {InfuraAddr6, "mainnet.infura.io"}, {EtherscanAddr4, "api.etherscan.io"},
+	} {
+		err := tlsHandshake(ctx, phone, net.JoinHostPort(c.addr, "443"), c.name)
+		if err == nil || !strings.Contains(err.Error(), "access denied") {
+			t.Errorf("phone TLS to %s (SNI %s): %v, want a TLS access_denied alert", c.addr, c.name, err)
+		}
+	}
+	// By address, no SNI (an app with a cached address): the name comes
+	// from what unicorn learned; a reset.
+	if err := tcpSilent(ctx, phone, net.JoinHostPort(InfuraAddr4, "443")); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("phone TCP to %s:443 without a name: %v, want a reset", InfuraAddr4, err)
+	}
+	// QUIC (UDP 443) to the blocked name's addresses: refused, so the app
+	// falls back to TCP, which is blocked as above.
+	for _, a := range []string{InfuraAddr4, InfuraAddr6} {
+		if err := echoOnce(ctx, phone, "udp", net.JoinHostPort(a, "443")); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("phone QUIC to %s:443: %v, want refused", a, err)
+		}
+	}
+	// The bootnode by address, TCP and UDP, IPv4 and IPv6.
+	bp := strconv.Itoa(BootnodePort)
+	for _, a := range []string{BootnodeAddr4, BootnodeAddr6} {
+		if err := echoOnce(ctx, phone, "tcp", net.JoinHostPort(a, bp)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("phone TCP to bootnode %s: %v, want a reset", a, err)
+		}
+		if err := echoOnce(ctx, phone, "udp", net.JoinHostPort(a, bp)); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("phone UDP to bootnode %s: %v, want refused", a, err)
+		}
+	}
+	// Nothing of that reached the fake internet.
+	blocked := map[netip.Addr]bool{}
+	for _, a := range []string{InfuraAddr4, InfuraAddr6, EtherscanAddr4, BootnodeAddr4, BootnodeAddr6} {
+		blocked[netip.MustParseAddr(a)] = true
+	}
+	pkts := capture.Stop()
+	if len(pkts) == 0 {
+		t.Errorf("the capture saw no packet at all: it captures nothing")
+	}
+	for _, p := range pkts {
+		if blocked[p.Dst] {
+			t.Errorf("a packet reached a blocked destination: %v", p)
+		}
+	}
+	for _, s := range []string{BootnodeAddr4 + ":" + bp, "[" + BootnodeAddr6 + "]:" + bp, InfuraAddr4 + ":443", "[" + InfuraAddr6 + "]:443"} {
+		for _, proto := range []string{"tcp", "udp"} {
+			if n := topo.Echo.Seen(s, proto); n != 0 {
+				t.Errorf("%s %s received %d from the phone", proto, s, n)
+			}
+		}
+	}
+	t.Logf("capture: %d packets on the fake internet's side, none to a blocked destination", len(pkts))
+
+	// Allowed traffic works end to end, through the transparent listener
+	// (TCP) and plain forwarding (UDP), IPv4 and IPv6.
+	hc := phone.HTTPClient(routerDNS)
+	for _, u := range []string{"https://example.org/", "http://example.org/", "https://[" + SiteAddr6 + "]/"} {
+		if body, err := get(hc, u); err != nil || body != SiteBody {
+			t.Errorf("phone GET %s: %q %v", u, body, err)
+		}
+	}
+	for _, a := range []string{SiteAddr4, SiteAddr6} {
+		if err := echoOnce(ctx, phone, "udp", net.JoinHostPort(a, "443")); err != nil {
+			t.Errorf("phone QUIC to example.org %s: %v", a, err)
+		}
+	}
+
+	// clients: scoping spares the second phone.
+	hc2 := phone2.HTTPClient(routerDNS)
+	if body, err := get(hc2, "https://mainnet.infura.io/"); err != nil || !strings.Contains(body, "JSON-RPC wants POST") {
+		t.Errorf("phone2 GET https://mainnet.infura.io/: %q %v, want the fake Infura", body, err)
+	}
+	for _, a := range []string{BootnodeAddr4, BootnodeAddr6} {
+		for _, proto := range []string{"tcp", "udp"} {
+			if err := echoOnce(ctx, phone2, proto, net.JoinHostPort(a, bp)); err != nil {
+				t.Errorf("phone2 %s to bootnode %s: %v", proto, a, err)
+			}
+		}
+	}
+	if err := echoOnce(ctx, phone2, "udp", net.JoinHostPort(InfuraAddr4, "443")); err != nil {
+		t.Errorf("phone2 QUIC to Infura: %v", err)
+	}
+	// Etherscan is blocked for every device.
+	if _, err := get(hc2, "https://api.etherscan.io/api"); err == nil {
+		t.Errorf("phone2 reached Etherscan")
+	}
+
+	// Encrypted DNS: the phone's DoT and DoH go through and are logged;
+	// the second phone's DoH is refused.
+	if err := tlsHandshake(ctx, phone, net.JoinHostPort(DoHAddr4, "853"), "dns.google"); err != nil {
+		t.Errorf("phone DoT: %v", err)
+	}
+	u.WaitLog(t, map[string]string{"msg": "encrypted DNS past unicorn's resolver", "protocol": "dns-over-tls", "client": PhoneAddr4})
+	if body, err := get(hc, "https://dns.google"+DoHPath+"?dns=AAABAAABAAAAAAAAB2V4YW1wbGUDb3JnAAABAAE"); err != nil {
+		t.Errorf("phone DoH: %q %v", body, err)
+	}
+	u.WaitLog(t, map[string]string{"msg": "encrypted DNS past unicorn's resolver", "protocol": "dns-over-https", "client": PhoneAddr4, "action": "allow"})
+	if err := tlsHandshake(ctx, phone2, net.JoinHostPort(DoHAddr4, "443"), "dns.google"); err == nil {
+		t.Errorf("phone2 reached DoH, which its rule rejects")
+	}
+}
+
+func rcode(r *dns.Msg) string {
+	if r == nil {
+		return "no answer"
+	}
+	return dns.RcodeToString[r.Rcode]
+}
+
+// waitFor polls cond every 100ms for at most d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// tlsHandshake completes a TLS handshake from n to addr with SNI name,
+// trusting the test CA.
+func tlsHandshake(ctx context.Context, n *Netns, addr, name string) error {
+	c, err := n.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	conf := TestCA().ClientConfig()
+	conf.ServerName = name
+	return tls.Client(c, conf).HandshakeContext(ctx)
+}
+
+// tcpSilent connects from n to addr, sends nothing, and reads: what a
+// client of a server-first protocol sees.
+func tcpSilent(ctx context.Context, n *Netns, addr string) error {
+	c, err := n.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	return err
+}
+
+// get fetches u with hc within 10 s and returns the body.
+func get(hc *http.Client, u string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
