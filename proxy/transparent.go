@@ -110,7 +110,8 @@ func (p *Proxy) serveTransparent(c net.Conn) {
 	p.noteEncryptedDNS(f, d)
 
 	o := outcome{host: f.Host, port: dst.Port(), target: dst}
-	if err := o.steer(d); err == nil {
+	err = o.steer(d)
+	if err == nil {
 		err = guardTarget(client, o)
 	}
 	if err != nil {
