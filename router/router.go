@@ -262,10 +262,10 @@ func (r *Router) Run(ctx context.Context) error {
 	if r.unwatch != nil {
 		defer r.unwatch()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // before wg.Wait: the workers end with ctx
 	for range lookupWorkers {
 		wg.Add(1)
 		go func() {

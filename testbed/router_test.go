@@ -255,3 +255,98 @@ func get(hc *http.Client, u string) (string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
+
+// TestRouterRestores: every way router mode ends leaves no unicorn table
+// and forwarding as it was: the time limit, `router down` from another
+// terminal, SIGKILL (the crash guard), and renewal postpones the limit.
+func TestRouterRestores(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping router mode in network namespaces")
+	}
+	topo := NewTopology(t)
+	rules := writeRules(t, routerRules)
+	forwarding := func() string {
+		return topo.Router.Sh(t, "cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding | tr '\\n' ' '")
+	}
+	if f := forwarding(); f != "0 0" {
+		t.Fatalf("forwarding before: %q", f)
+	}
+	gone := func(what string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, "no unicorn table after "+what, func() bool { return topo.Table(t) == "" })
+		if f := forwarding(); f != "0 0" {
+			t.Errorf("forwarding after %s: %q, want 0 0 as before", what, f)
+		}
+	}
+
+	t.Run("ttl", func(t *testing.T) {
+		r := topo.RunRouter(t, "--rules", rules, "--ttl", "2s")
+		if r.Code != 0 || r.Elapsed < 1500*time.Millisecond || r.Elapsed > 15*time.Second {
+			t.Errorf("router up --ttl 2s: exit %d after %v\n%s", r.Code, r.Elapsed, r.Stderr)
+		}
+		if !strings.Contains(r.Stderr, "router mode expired") {
+			t.Errorf("no expiry in the log:\n%s", r.Stderr)
+		}
+		gone("--ttl")
+	})
+
+	t.Run("down", func(t *testing.T) {
+		u := topo.StartRouter(t, "--rules", rules)
+		if f := forwarding(); f != "1 1" {
+			t.Errorf("forwarding while up: %q", f)
+		}
+		st := topo.Router.Run(t, Binary(t), "router", "status")
+		if st.Code != 0 || !strings.Contains(st.Stdout, "router mode is on: LAN lan0, unicorn pid "+strconv.Itoa(u.Pid())+" running") {
+			t.Errorf("status: exit %d\n%s%s", st.Code, st.Stdout, st.Stderr)
+		}
+		again := topo.RunRouter(t, "--rules", rules, "--dns", "[::]:5300", "--transparent", "[::]:15002")
+		if again.Code == 0 || !strings.Contains(again.Stderr, "router mode is already on") {
+			t.Errorf("a second router up: exit %d\n%s", again.Code, again.Stderr)
+		}
+		if topo.Table(t) == "" {
+			t.Fatalf("the refused second router up removed the first one's table")
+		}
+		down := topo.Router.Run(t, Binary(t), "router", "down")
+		if down.Code != 0 || !strings.Contains(down.Stdout, "removed table inet unicorn") {
+			t.Errorf("router down: exit %d\n%s%s", down.Code, down.Stdout, down.Stderr)
+		}
+		if err := u.WaitExit(10 * time.Second); err != nil {
+			t.Errorf("router up after router down: %v", err)
+		}
+		gone("router down")
+		st = topo.Router.Run(t, Binary(t), "router", "status")
+		if !strings.Contains(st.Stdout, "router mode is off") {
+			t.Errorf("status after down: %s", st.Stdout)
+		}
+	})
+
+	t.Run("crash", func(t *testing.T) {
+		u := topo.StartRouter(t, "--rules", rules)
+		if topo.Table(t) == "" {
+			t.Fatal("no table while up")
+		}
+		syscall.Kill(u.Pid(), syscall.SIGKILL)
+		u.WaitExit(10 * time.Second)
+		gone("SIGKILL (crash guard)")
+	})
+
+	t.Run("renew", func(t *testing.T) {
+		u := topo.StartRouter(t, "--rules", rules, "--ttl", "3s")
+		start := time.Now()
+		time.Sleep(2 * time.Second)
+		if r := topo.Router.Run(t, Binary(t), "router", "renew"); r.Code != 0 {
+			t.Fatalf("renew: exit %d %s", r.Code, r.Stderr)
+		}
+		time.Sleep(time.Until(start.Add(4 * time.Second)))
+		if topo.Table(t) == "" {
+			t.Errorf("the table went at the first limit although renewed")
+		}
+		if err := u.WaitExit(10 * time.Second); err != nil {
+			t.Errorf("after renewal: %v", err)
+		}
+		if el := time.Since(start); el < 4500*time.Millisecond {
+			t.Errorf("expired after %v; renewal at 2s with --ttl 3s should last until about 5s", el)
+		}
+		gone("a renewed --ttl")
+	})
+}

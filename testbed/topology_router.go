@@ -80,7 +80,7 @@ func (u *Unicorn) WaitExit(timeout time.Duration) error {
 	defer t.Stop()
 	select {
 	case <-u.exited:
-		u.stopped = true
+		u.stopped, u.reported = true, true // the test has taken the exit over
 		return u.waitErr
 	case <-t.C:
 		return fmt.Errorf("unicorn (pid %d) still running after %v", u.Pid(), timeout)
