@@ -350,3 +350,21 @@ func TestRouterRestores(t *testing.T) {
 		gone("a renewed --ttl")
 	})
 }
+
+// TestBuiltinEncryptedDNS: the built-in optional scenario no-encrypted-dns
+// rejects the encrypted-dns service's names and its resolvers' addresses on
+// the DoH and DoT ports, and leaves plain names alone.
+func TestBuiltinEncryptedDNS(t *testing.T) {
+	for _, c := range []struct{ target, want string }{
+		{"dns.google:853", "TCP   reject by no-encrypted-dns rules[0]"},
+		{"dns.google", "DNS   reject by no-encrypted-dns rules[0]"},
+		{"8.8.8.8:443/udp", "UDP   reject by no-encrypted-dns rules[0]"},
+		{"1.1.1.1:853", "TCP   reject by no-encrypted-dns rules[0]"},
+		{"example.org", "DNS   allow"},
+	} {
+		r := Run(t, "explain", "--scenario", "no-encrypted-dns", c.target)
+		if r.Code != 0 || !strings.Contains(r.Stdout, c.want) {
+			t.Errorf("explain %s: exit %d, want %q in:\n%s%s", c.target, r.Code, c.want, r.Stdout, r.Stderr)
+		}
+	}
+}
