@@ -30,36 +30,46 @@ type peeked struct {
 	data []byte // every byte read; relayed first when the flow is let through
 }
 
-// peek reads the start of c, at most maxPeek bytes and until deadline,
-// to learn the name it is for: a TLS ClientHello's server name or an HTTP
-// request's Host header. It stops as soon as the bytes say which protocol
-// it is and the name is known or known to be absent, so that a client
-// that waits for the server to speak first costs only the deadline. Nothing
-// is written to c. Read errors end the peek; what was read is kept.
-func peek(c net.Conn, deadline time.Time) peeked {
-	buf := make([]byte, 0, 2048)
+// peek reads more of c after buf (what earlier peeks read), at most
+// maxPeek bytes in all and until deadline, to learn the name the
+// connection is for: a TLS ClientHello's server name or an HTTP request's
+// Host header. It stops as soon as the bytes say which protocol it is and
+// the name is known or known to be absent (done), or at the deadline or a
+// read error (then done only for an error other than the deadline:
+// nothing more will come). Nothing is written to c.
+func peek(c net.Conn, buf []byte, deadline time.Time) (p peeked, done bool) {
+	if buf == nil {
+		buf = make([]byte, 0, 2048)
+	}
+	if p, done := classify(buf); done {
+		p.data = buf
+		return p, true
+	}
 	c.SetReadDeadline(deadline)
 	defer c.SetReadDeadline(time.Time{})
+	var err error
 	for len(buf) < maxPeek {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		n, err := c.Read(buf[len(buf):min(cap(buf), maxPeek)])
+		var n int
+		n, err = c.Read(buf[len(buf):min(cap(buf), maxPeek)])
 		buf = buf[:len(buf)+n]
 		if p, done := classify(buf); done {
 			p.data = buf
-			return p
+			return p, true
 		}
 		if err != nil {
 			break
 		}
 	}
-	p, _ := classify(buf)
+	p, _ = classify(buf)
 	p.data = buf
 	if p.kind != peekTLS {
 		p.host = "" // an incomplete HTTP head proves nothing
 	}
-	return p
+	var ne net.Error
+	return p, len(buf) >= maxPeek || (err != nil && !(errors.As(err, &ne) && ne.Timeout()))
 }
 
 // classify looks at the bytes read so far. done reports that more bytes

@@ -91,8 +91,33 @@ func (p *Proxy) serveTransparent(c net.Conn) {
 		return
 	}
 
-	pk := peek(c, time.Now().Add(p.peekFor))
 	f := rules.Flow{Client: client, Layer: rules.LayerTCP, Addr: dst.Addr(), Port: dst.Port(), Proto: rules.ProtoTCP}
+	// An address or port rule that blocks decides at once: no peek.
+	pd, _ := p.decider.(peekDecider)
+	if pd != nil && pd.Peek(f).Action.Blocking() {
+		p.apply(c, f, peeked{}, nil, p.ask(f))
+		return
+	}
+	var remembered string
+	if p.names != nil {
+		remembered, _ = p.names(dst.Addr())
+	}
+	// Client-first protocols (TLS, HTTP, devp2p) send at once; a client
+	// that has sent nothing after firstByteWait may be waiting for the
+	// server (SSH, SMTP): dial now, and decide when either side speaks,
+	// unless the name the address was resolved from is blocked.
+	pk, done := peek(c, nil, time.Now().Add(min(firstByteWait, p.peekFor)))
+	var early *earlyDial
+	if !done && len(pk.data) == 0 {
+		byName := f
+		byName.Host = remembered
+		if pd == nil || !pd.Peek(byName).Action.Blocking() {
+			early = p.dialEarly(c, dst)
+		}
+	}
+	if !done {
+		pk, _ = peek(c, pk.data, time.Now().Add(p.peekFor))
+	}
 	switch pk.kind {
 	case peekTLS:
 		f.Layer = rules.LayerTLS
@@ -103,16 +128,35 @@ func (p *Proxy) serveTransparent(c net.Conn) {
 	if _, err := netip.ParseAddr(f.Host); err == nil {
 		f.Host = "" // an address as SNI or Host says nothing the destination does not
 	}
-	if f.Host == "" && p.names != nil {
-		f.Host, _ = p.names(dst.Addr())
+	if f.Host == "" {
+		f.Host = remembered
 	}
-	d := p.ask(f)
-	p.noteEncryptedDNS(f, d)
+	p.apply(c, f, pk, early, p.ask(f))
+}
 
+// peekDecider is a Decider that can decide without side effects (*rules.Engine).
+type peekDecider interface {
+	Peek(rules.Flow) rules.Decision
+}
+
+// firstByteWait is how long a transparent client may stay silent before
+// unicorn dials its destination, in case the server speaks first.
+const firstByteWait = 50 * time.Millisecond
+
+// apply carries out decision d for the transparent connection c to f,
+// whose first bytes pk holds; early is the upstream dialled before the
+// decision, or nil.
+func (p *Proxy) apply(c net.Conn, f rules.Flow, pk peeked, early *earlyDial, d rules.Decision) {
+	client, dst := f.Client, netip.AddrPortFrom(f.Addr, f.Port)
+	p.noteEncryptedDNS(f, d)
 	o := outcome{host: f.Host, port: dst.Port(), target: dst}
-	err = o.steer(d)
+	err := o.steer(d)
 	if err == nil {
 		err = guardTarget(client, o)
+	}
+	if early != nil && (o.decision.Action.Blocking() || err != nil || o.target != dst || o.delay > 0) {
+		early.finish(false) // the decision says otherwise: never relayed
+		early = nil
 	}
 	if err != nil {
 		p.log.Info("proxy error", "client", client.String(), "target", flowTarget(f), "err", err)
@@ -141,12 +185,18 @@ func (p *Proxy) serveTransparent(c net.Conn) {
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(p.ctx, DefaultDialTimeout+o.delay)
-	defer cancel()
-	if err := p.wait(ctx, o.delay); err != nil {
-		return
+	var up net.Conn
+	var first []byte // what the server said before the decision
+	if early != nil {
+		up, first, err = early.finish(true)
+	} else {
+		ctx, cancel := context.WithTimeout(p.ctx, DefaultDialTimeout+o.delay)
+		defer cancel()
+		if err := p.wait(ctx, o.delay); err != nil {
+			return
+		}
+		up, err = p.dial(ctx, "tcp", o.target.String())
 	}
-	up, err := p.dial(ctx, "tcp", o.target.String())
 	if err != nil {
 		p.log.Info("proxy error", "client", client.String(), "target", flowTarget(f), "addr", o.target.String(), "err", err)
 		reset(c)
@@ -157,6 +207,11 @@ func (p *Proxy) serveTransparent(c net.Conn) {
 		return
 	}
 	defer p.untrack(up)
+	if len(first) > 0 {
+		if _, err := c.Write(first); err != nil {
+			return
+		}
+	}
 	if len(pk.data) > 0 {
 		if _, err := up.Write(pk.data); err != nil {
 			return

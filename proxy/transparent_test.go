@@ -94,6 +94,11 @@ type transparentWorld struct {
 
 func newTransparentWorld(t *testing.T, dst netip.AddrPort, decide func(rules.Flow) rules.Decision, names map[netip.Addr]string) *transparentWorld {
 	t.Helper()
+	return newTransparentWorldPeek(t, dst, decide, names, 200*time.Millisecond)
+}
+
+func newTransparentWorldPeek(t *testing.T, dst netip.AddrPort, decide func(rules.Flow) rules.Decision, names map[netip.Addr]string, peekFor time.Duration) *transparentWorld {
+	t.Helper()
 	w := &transparentWorld{}
 	px, err := New(Config{
 		Decider: rules.DeciderFunc(func(f rules.Flow) rules.Decision {
@@ -108,7 +113,7 @@ func newTransparentWorld(t *testing.T, dst netip.AddrPort, decide func(rules.Flo
 			}
 			return dst, nil
 		},
-		PeekTimeout:      200 * time.Millisecond,
+		PeekTimeout:      peekFor,
 		BlackholeTimeout: 500 * time.Millisecond,
 		Names: func(a netip.Addr) (string, bool) {
 			n, ok := names[a]
@@ -206,7 +211,7 @@ func TestTransparentRejectBySNI(t *testing.T) {
 func TestTransparentRejectByRememberedName(t *testing.T) {
 	// No SNI, no bytes at all (a server-first protocol): the address's
 	// name from the DNS memory decides, after the peek bound.
-	dst := netip.MustParseAddrPort("127.0.0.1:9") // never dialled
+	dst := netip.MustParseAddrPort("127.0.0.1:9") // nothing listens: an early dial fails
 	w := newTransparentWorld(t, dst, blockName("bootnode.example", rules.ActionReject),
 		map[netip.Addr]string{dst.Addr(): "bootnode.example"})
 	c, err := net.Dial("tcp", w.addr)
@@ -273,5 +278,45 @@ func TestTransparentNotRedirected(t *testing.T) {
 	}
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("read: %v, want a reset: a connection to the listener itself must not be relayed to itself", err)
+	}
+}
+
+// TestTransparentServerFirst: a client that waits for the server's
+// banner (SSH, SMTP) gets it long before the peek bound, and the session
+// is relayed both ways.
+func TestTransparentServerFirst(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "SSH-2.0-test\r\n")
+		io.Copy(c, c)
+	}()
+	w := newTransparentWorldPeek(t, netip.MustParseAddrPort(l.Addr().String()), blockName("x", rules.ActionReject), nil, 5*time.Second)
+	c, err := net.Dial("tcp", w.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	banner := make([]byte, 14)
+	if _, err := io.ReadFull(c, banner); err != nil || string(banner) != "SSH-2.0-test\r\n" {
+		t.Fatalf("banner %q %v", banner, err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("the server's banner took %v; the 5s peek should not hold it", el)
+	}
+	io.WriteString(c, "ping")
+	echo := make([]byte, 4)
+	if _, err := io.ReadFull(c, echo); err != nil || string(echo) != "ping" {
+		t.Errorf("echo %q %v", echo, err)
 	}
 }
