@@ -93,7 +93,7 @@ func classify(b []byte) (p peeked, done bool) {
 		return peeked{kind: peekTLS, host: host}, true
 	}
 	if !looksHTTP(b) {
-		return peeked{}, len(b) >= 8
+		return peeked{}, true // neither TLS nor HTTP: no name to wait for
 	}
 	end := bytes.Index(b, []byte("\r\n\r\n"))
 	if end < 0 {
