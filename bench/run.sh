@@ -3,7 +3,7 @@
 # tinyproxy), all measured in this run, on loopback only. `make bench`
 # builds bin/unicorn and runs this; see bench/README.md for the knobs.
 #
-# Sections (BENCH_ONLY="go load dns cache proxy socks intercept faults" picks some):
+# Sections (BENCH_ONLY="go load dns cache proxy socks intercept faults router" picks some):
 #   go     Go benchmarks of rules/, dnsblock/, proxy/
 #   load   1M-name rule load: time to first blocked answer and RSS, vs dnsmasq
 #   dns    blocked-name qps, one core each, vs dnsmasq (bench/dns.sh)
@@ -12,6 +12,7 @@
 #   socks  HTTPS download through SOCKS5 vs HTTP CONNECT vs direct (bench/socks.sh)
 #   intercept  intercepted vs tunnelled HTTPS keep-alive req/s, leaf reuse (bench/intercept.sh)
 #   faults  no fault matched vs none configured; throttle and delay CPU per MB (bench/faults.sh)
+#   router transparent router mode vs plain forwarding, in namespaces (bench/router.sh; root)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 
@@ -25,7 +26,7 @@ cd "$ROOT"
 BENCH_SECONDS=${BENCH_SECONDS:-10}          # dnsperf and wrk duration per run
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}             # interleaved rounds; medians are printed
 BENCH_PROXY_ROUNDS=${BENCH_PROXY_ROUNDS:-5} # rounds of the (short, noisy) HTTPS and raw CONNECT runs
-BENCH_ONLY=${BENCH_ONLY:-go load dns cache proxy socks intercept faults}
+BENCH_ONLY=${BENCH_ONLY:-go load dns cache proxy socks intercept faults router}
 BENCH_GOTIME=${BENCH_GOTIME:-1s}            # -benchtime of the Go benchmarks
 BENCH_LOAD_NAMES=${BENCH_LOAD_NAMES:-1000000}
 BENCH_DNS_NAMES=${BENCH_DNS_NAMES:-100000}
@@ -109,6 +110,8 @@ has socks && . "$BENCH_DIR/socks.sh"
 has intercept && . "$BENCH_DIR/intercept.sh"
 # shellcheck source=faults.sh
 has faults && . "$BENCH_DIR/faults.sh"
+# shellcheck source=router.sh
+has router && . "$BENCH_DIR/router.sh"
 
 stop "$FAKE_PID"
 

@@ -1,0 +1,33 @@
+# shellcheck shell=bash
+# Sourced by bench/run.sh: the router section. Router mode in network
+# namespaces (testbed's phone / router / fake internet, RFC 5737 addresses
+# only) against plain kernel forwarding in the same namespaces, rounds
+# interleaved: raw TCP and an HTTPS download through the transparent
+# listener, the TCP connection rate (client-first exchanges), and UDP that
+# is only forwarded across the nftables sets. Needs root, iproute2 and
+# nftables; the measuring is testbed's TestRouterThroughput, which prints
+# "ROUTERBENCH name unicorn baseline" medians.
+
+if [ "$(id -u)" -ne 0 ]; then
+	fail "router: needs root (network namespaces and nftables); skipped"
+else
+	need_tools ip:iproute2 nft:nftables
+	log "router: $BENCH_ROUNDS interleaved rounds in namespaces, unicorn router up vs plain forwarding"
+	if out=$(UNICORN_ROUTER_BENCH=1 BENCH_ROUNDS=$BENCH_ROUNDS \
+		BENCH_ROUTER_RAW_MB=${BENCH_ROUTER_RAW_MB:-1024} BENCH_ROUTER_HTTPS_MB=${BENCH_ROUTER_HTTPS_MB:-512} \
+		BENCH_ROUTER_SECONDS=${BENCH_ROUTER_SECONDS:-3} \
+		"$GO" test -count=1 -timeout 15m -run '^TestRouterThroughput$' -v ./testbed/ 2>&1); then
+		echo "$out" >"$WORK/router.log"
+		while read -r _ name u b; do
+			case $name in
+			raw_tcp_gbit) row "router raw TCP Gbit/s (transparent)" "$u" "$b" ">=0.6x forwarding" 'r >= 0.6' ;;
+			https_gbit) row "router HTTPS download Gbit/s (transparent)" "$u" "$b" ">=0.9x forwarding" 'r >= 0.9' ;;
+			tcp_conn_per_s) row "router TCP connections/s (transparent)" "$u" "$b" ">=0.5x forwarding" 'r >= 0.5' ;;
+			udp_gbit) row "router UDP Gbit/s (forwarded, nft sets)" "$u" "$b" ">=0.95x forwarding" 'r >= 0.95' ;;
+			esac
+		done < <(grep '^ROUTERBENCH ' <<<"$out")
+	else
+		echo "$out" >"$WORK/router.log"
+		fail "router: the namespace measurement failed (log: $WORK/router.log)"
+	fi
+fi

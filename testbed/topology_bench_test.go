@@ -1,0 +1,284 @@
+package testbed
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The bench's servers in Inet, on the site's address.
+const (
+	benchSinkPort  = "9000" // TCP: reads to EOF, then answers "ok"
+	benchQuickPort = "9001" // TCP: reads one byte, answers one, closes (connection rate)
+	benchUDPPort   = "9002" // UDP: counts bytes
+	benchHTTPSPort = "8443" // HTTPS: GET /big?n=BYTES
+)
+
+// TestRouterThroughput measures router mode against plain kernel
+// forwarding in the same topology, interleaved: raw TCP and HTTPS
+// download through the transparent listener, TCP connection rate, and
+// forwarded UDP crossing the nftables sets. It is a measurement, not a
+// check: bench/router.sh (make bench) runs it with UNICORN_ROUTER_BENCH=1
+// and prints the ratios; under plain go test it is skipped. Each result
+// is one line: "ROUTERBENCH name unicorn baseline" (medians).
+func TestRouterThroughput(t *testing.T) {
+	if os.Getenv("UNICORN_ROUTER_BENCH") != "1" {
+		t.Skip("a measurement: make bench runs it (bench/router.sh, UNICORN_ROUTER_BENCH=1)")
+	}
+	rounds := envInt("BENCH_ROUNDS", 3)
+	rawBytes := int64(envInt("BENCH_ROUTER_RAW_MB", 1024)) << 20
+	httpsBytes := int64(envInt("BENCH_ROUTER_HTTPS_MB", 512)) << 20
+	window := time.Duration(envInt("BENCH_ROUTER_SECONDS", 3)) * time.Second
+
+	topo := NewTopology(t)
+	startBenchServers(t, topo)
+	ctx := context.Background()
+	sink := net.JoinHostPort(SiteAddr4, benchSinkPort)
+	quick := net.JoinHostPort(SiteAddr4, benchQuickPort)
+	udp := net.JoinHostPort(SiteAddr4, benchUDPPort)
+	big := "https://" + net.JoinHostPort(SiteAddr4, benchHTTPSPort) + "/big?n=" + strconv.FormatInt(httpsBytes, 10)
+
+	res := map[string]map[string][]float64{} // metric -> mode -> values
+	note := func(metric, mode string, v float64) {
+		if res[metric] == nil {
+			res[metric] = map[string][]float64{}
+		}
+		res[metric][mode] = append(res[metric][mode], v)
+		t.Logf("%s %s: %.4g", metric, mode, v)
+	}
+	measure := func(mode string) {
+		if v, err := rawTCP(ctx, topo.Phone, sink, rawBytes); err != nil {
+			t.Errorf("%s raw TCP: %v", mode, err)
+		} else {
+			note("raw_tcp_gbit", mode, v)
+		}
+		if v, err := httpsDownload(topo.Phone, big, httpsBytes); err != nil {
+			t.Errorf("%s HTTPS: %v", mode, err)
+		} else {
+			note("https_gbit", mode, v)
+		}
+		if v, err := connRate(ctx, topo.Phone, quick, window); err != nil {
+			t.Errorf("%s connection rate: %v", mode, err)
+		} else {
+			note("tcp_conn_per_s", mode, v)
+		}
+		if v, err := udpRate(ctx, topo, udp, window); err != nil {
+			t.Errorf("%s UDP: %v", mode, err)
+		} else {
+			note("udp_gbit", mode, v)
+		}
+	}
+	for range rounds {
+		topo.Forward(t)
+		measure("baseline")
+		// router up turns forwarding on itself and restores it (to on) on exit.
+		u := topo.StartRouter(t, "--log-level", "warn")
+		measure("unicorn")
+		if err := u.Stop(); err != nil {
+			t.Fatalf("stopping router mode: %v", err)
+		}
+		if topo.Table(t) != "" {
+			t.Fatalf("router mode left its table")
+		}
+	}
+	for _, m := range []string{"raw_tcp_gbit", "https_gbit", "tcp_conn_per_s", "udp_gbit"} {
+		fmt.Printf("ROUTERBENCH %s %.4g %.4g\n", m, median(res[m]["unicorn"]), median(res[m]["baseline"]))
+	}
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[(len(v)-1)/2]
+}
+
+// startBenchServers starts the bench's servers in Inet.
+func startBenchServers(t *testing.T, topo *Topology) {
+	listen := func(port string) net.Listener {
+		l, err := topo.Inet.Listen("tcp", net.JoinHostPort(SiteAddr4, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	accept := func(l net.Listener, h func(net.Conn)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer c.Close()
+					h(c)
+				}()
+			}
+		}()
+	}
+	accept(listen(benchSinkPort), func(c net.Conn) {
+		io.Copy(io.Discard, c)
+		c.Write([]byte("ok"))
+	})
+	accept(listen(benchQuickPort), func(c net.Conn) {
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err == nil {
+			c.Write(b)
+		}
+	})
+	zeros := make([]byte, 256<<10)
+	serveOn(t, listen(benchHTTPSPort), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		for n > 0 {
+			k := min(n, int64(len(zeros)))
+			if _, err := w.Write(zeros[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	}), TestCA().ServerConfig())
+	pc, err := topo.Inet.ListenPacket("udp", net.JoinHostPort(SiteAddr4, benchUDPPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			udpReceived.Add(int64(n))
+		}
+	}()
+	t.Cleanup(func() { pc.Close() })
+}
+
+// udpReceived counts the bytes the bench's UDP sink received.
+var udpReceived atomic.Int64
+
+// rawTCP sends n bytes from n's namespace to the sink and returns Gbit/s,
+// timed until the sink has read them all.
+func rawTCP(ctx context.Context, ns *Netns, addr string, n int64) (float64, error) {
+	c, err := ns.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	buf := make([]byte, 128<<10)
+	start := time.Now()
+	for left := n; left > 0; {
+		k := min(left, int64(len(buf)))
+		if _, err := c.Write(buf[:k]); err != nil {
+			return 0, err
+		}
+		left -= k
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+		return 0, err
+	}
+	return gbit(n, time.Since(start)), nil
+}
+
+// httpsDownload fetches u (n bytes) and returns Gbit/s.
+func httpsDownload(ns *Netns, u string, n int64) (float64, error) {
+	hc := ns.HTTPClient("")
+	hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: TestCA().Pool()}
+	start := time.Now()
+	resp, err := hc.Get(u)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	got, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || got != n {
+		return 0, fmt.Errorf("got %d of %d bytes: %v", got, n, err)
+	}
+	return gbit(n, time.Since(start)), nil
+}
+
+// connRate opens connections to addr from 4 workers for d, each sending
+// one byte and reading the answer (a client-first exchange, as TLS and
+// HTTP are), and returns connections per second.
+func connRate(ctx context.Context, ns *Netns, addr string, d time.Duration) (float64, error) {
+	var done atomic.Int64
+	var firstErr atomic.Value
+	end := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := make([]byte, 1)
+			for time.Now().Before(end) {
+				c, err := ns.DialContext(ctx, "tcp", addr)
+				if err == nil {
+					if _, err = c.Write(b); err == nil {
+						_, err = io.ReadFull(c, b)
+					}
+					c.Close()
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, err
+	}
+	return float64(done.Load()) / d.Seconds(), nil
+}
+
+// udpRate sends 1200-byte datagrams (a QUIC packet's size) to addr for d
+// and returns the Gbit/s the sink received.
+func udpRate(ctx context.Context, topo *Topology, addr string, d time.Duration) (float64, error) {
+	c, err := topo.Phone.DialContext(ctx, "udp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	buf := make([]byte, 1200)
+	before := udpReceived.Load()
+	start := time.Now()
+	for time.Since(start) < d {
+		c.Write(buf) // a full queue drops: the sink's count is what got through
+	}
+	time.Sleep(100 * time.Millisecond) // the last datagrams in flight
+	return gbit(udpReceived.Load()-before, time.Since(start)), nil
+}
+
+func gbit(n int64, d time.Duration) float64 { return float64(n) * 8 / d.Seconds() / 1e9 }
