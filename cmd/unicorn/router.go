@@ -86,7 +86,9 @@ passes without 'unicorn router renew'. --dry-run prints the table instead.`
 		if sf, ok := f.(*cli.StringSliceFlag); ok {
 			switch sf.Name {
 			case "dns":
-				sf.Value = cli.NewStringSlice("[::]:53")
+				// Not 53: the table redirects the LAN's port 53 here, and
+				// a hotspot's or the system's own resolver may hold 53.
+				sf.Value = cli.NewStringSlice("[::]:15353")
 			case "transparent":
 				sf.Value = cli.NewStringSlice("[::]:15001")
 			}
@@ -137,7 +139,7 @@ func firstPort(flag string, addrs []string) (uint16, error) {
 	_, ps, err := net.SplitHostPort(addrs[0])
 	n, perr := strconv.ParseUint(ps, 10, 16)
 	if err != nil || perr != nil || n == 0 {
-		return 0, cli.Exit(fmt.Sprintf("%s %q: router mode needs a fixed port (e.g. [::]:53)", flag, addrs[0]), 2)
+		return 0, cli.Exit(fmt.Sprintf("%s %q: router mode needs a fixed port (e.g. [::]:15353)", flag, addrs[0]), 2)
 	}
 	return uint16(n), nil
 }
