@@ -139,6 +139,13 @@ func ruleLines(p *Params) generated {
 }
 
 func (g *generated) rule(i int, st rules.ScenarioState, r *rules.Rule, learned []netip.Addr) {
+	if r.Modifiers != nil {
+		// probability, first, every, windows and phases decide flow by
+		// flow and over time: a packet filter cannot; such rules act at
+		// the DNS and transparent TCP layers only, and here as if absent.
+		g.lines = append(g.lines, "# "+strings.ReplaceAll(r.Ref(), "\n", " ")+": has modifiers; decided by unicorn at the DNS and TCP layers only")
+		return
+	}
 	svc := r.Target()
 	named := hasNames(r)
 	if named {
@@ -221,10 +228,10 @@ func (g *generated) rule(i int, st rules.ScenarioState, r *rules.Rule, learned [
 }
 
 // hasNames reports whether r matches names, and so has sets of learned
-// addresses.
+// addresses (a rule with modifiers has no nft rules, and no sets).
 func hasNames(r *rules.Rule) bool {
 	svc := r.Target()
-	return svc != nil && (svc.NumNames() > 0 || len(svc.Regex) > 0)
+	return r.Modifiers == nil && svc != nil && (svc.NumNames() > 0 || len(svc.Regex) > 0)
 }
 
 // verdicts maps an action onto the firewall, as DESIGN.md's table says:

@@ -22,6 +22,7 @@ rules:
   - {service: infura, action: blackhole}
   - {service: cluster, action: reject, clients: [qa]}
   - {ports: [853], action: reject}
+  - {service: infura, action: reject, probability: 0.5}
 `
 
 func testEngine(t *testing.T) *rules.Engine {
@@ -63,6 +64,9 @@ func TestDefine(t *testing.T) {
 		if !strings.Contains(def, want) {
 			t.Errorf("ruleset lacks %q", want)
 		}
+	}
+	if !strings.Contains(def, "# t rules[4] (t.yaml:12): has modifiers") || strings.Contains(def, "n4_4") {
+		t.Errorf("the rule with a probability became nft rules")
 	}
 	// qa has no IPv6 address: the cluster rule has no IPv6 line.
 	if strings.Contains(def, "ip6 daddr { 2001:db8:3::/64 }") {
