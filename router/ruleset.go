@@ -173,20 +173,12 @@ func (g *generated) rule(i int, st rules.ScenarioState, r *rules.Rule, learned [
 			fam, ver = "ip6", 6
 		}
 		var match []string
-		ok := true
-		for _, scope := range [][]netip.Prefix{st.Clients, r.Clients()} {
-			if scope == nil {
-				continue
-			}
+		if scope, all := intersect(st.Clients, r.Clients()); !all {
 			ps := ofFamily(scope, v6)
 			if len(ps) == 0 {
-				ok = false // no device of this family is in scope
-				break
+				continue // no device of this family is in scope
 			}
 			match = append(match, fmt.Sprintf("%s saddr %s", fam, prefixSet(ps)))
-		}
-		if !ok {
-			continue
 		}
 		var dests []string
 		switch {
@@ -253,6 +245,34 @@ func verdicts(a rules.Action, transport string) []string {
 		return []string{"drop"}
 	}
 	return []string{"accept"}
+}
+
+// intersect returns the devices in both scopes (nil: every device); all
+// reports that both are nil.
+func intersect(a, b []netip.Prefix) (scope []netip.Prefix, all bool) {
+	switch {
+	case a == nil && b == nil:
+		return nil, true
+	case a == nil:
+		return b, false
+	case b == nil:
+		return a, false
+	}
+	for _, p := range a {
+		for _, q := range b {
+			if !p.Overlaps(q) {
+				continue
+			}
+			// Prefixes overlap only when one contains the other: the
+			// longer one is the intersection.
+			if p.Bits() >= q.Bits() {
+				scope = append(scope, p)
+			} else {
+				scope = append(scope, q)
+			}
+		}
+	}
+	return scope, false
 }
 
 func ofFamily(ps []netip.Prefix, v6 bool) []netip.Prefix {

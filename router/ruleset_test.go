@@ -99,3 +99,31 @@ func TestScriptApplies(t *testing.T) {
 		t.Errorf("table left: %s", out)
 	}
 }
+
+// TestDefineScenarioScope: a scenario switched on for some devices only
+// (Engine.Switch) limits every line of its rules to them, on top of a
+// rule's own clients:, and a scenario switched off has no lines.
+func TestDefineScenarioScope(t *testing.T) {
+	e := testEngine(t)
+	if err := e.Switch("t", true, []netip.Prefix{netip.MustParsePrefix("192.0.2.11/32")}); err != nil {
+		t.Fatal(err)
+	}
+	def := Define(Params{LAN: "lan0", TransparentPort: 1, DNSPort: 2, Scenarios: e.Scenarios()})
+	if !strings.Contains(def, `ip saddr { 192.0.2.11 } ip daddr @n1_4 drop`) {
+		t.Errorf("the blackhole rule is not limited to the scenario's device:\n%s", def)
+	}
+	if strings.Contains(def, "ip6 ") || strings.Contains(def, "meta nfproto ipv6") {
+		t.Errorf("IPv6 lines for a scenario scoped to one IPv4 device:\n%s", def)
+	}
+	// rules[2] is for qa (192.0.2.10) only: no device is in both scopes.
+	if strings.Contains(def, "rules[2]") {
+		t.Errorf("a rule whose clients are outside the scenario's scope has lines:\n%s", def)
+	}
+	if err := e.Switch("t", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	def = Define(Params{LAN: "lan0", TransparentPort: 1, DNSPort: 2, Scenarios: e.Scenarios()})
+	if strings.Contains(def, "comment \"t rules") {
+		t.Errorf("lines of a scenario that is off:\n%s", def)
+	}
+}
