@@ -368,3 +368,55 @@ func TestBuiltinEncryptedDNS(t *testing.T) {
 		}
 	}
 }
+
+// TestRouterReload: rules reloaded (SIGHUP) while router mode runs are in
+// force in the firewall at once, for new flows and for a UDP flow that was
+// already open (each forwarded packet crosses the rules).
+func TestRouterReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping router mode in network namespaces")
+	}
+	topo := NewTopology(t)
+	file := writeRules(t, `
+scenario: outage
+rules:
+  - {hosts: [api.etherscan.io], action: reject}
+`)
+	u := topo.StartRouter(t, "--rules", file)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bp := net.JoinHostPort(BootnodeAddr4, strconv.Itoa(BootnodePort))
+	flow, err := topo.Phone.DialContext(ctx, "udp", bp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	exchange := func() error {
+		flow.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := flow.Write([]byte("ping")); err != nil {
+			return err
+		}
+		_, err := flow.Read(make([]byte, 4))
+		return err
+	}
+	if err := exchange(); err != nil {
+		t.Fatalf("UDP to the bootnode before the reload: %v", err)
+	}
+	if err := echoOnce(ctx, topo.Phone, "tcp", bp); err != nil {
+		t.Fatalf("TCP to the bootnode before the reload: %v", err)
+	}
+
+	os.WriteFile(file, []byte(`
+scenario: outage
+rules:
+  - {ips: [203.0.113.20], ports: [30303], action: reject}
+`), 0o644)
+	syscall.Kill(u.Pid(), syscall.SIGHUP)
+	u.WaitLog(t, map[string]string{"msg": "firewall updated from the rules"})
+	if err := exchange(); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("the open UDP flow after the reload: %v, want refused", err)
+	}
+	if err := echoOnce(ctx, topo.Phone, "tcp", bp); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a new TCP connection after the reload: %v, want a reset", err)
+	}
+}
