@@ -158,9 +158,14 @@ func (r *Router) Up() error {
 	if err := r.cfg.NFT.Check(); err != nil {
 		return err
 	}
-	if m, _, err := Installed(r.cfg.NFT); err == nil || !errors.Is(err, ErrNoTable) {
+	switch listing, err := r.cfg.NFT.List(); {
+	case errors.Is(err, ErrNoTable):
+	case err != nil:
+		return fmt.Errorf("router: %w", err)
+	default:
+		m, err := ParseMeta(listing)
 		if err != nil {
-			return fmt.Errorf("a unicorn table is already installed (%v); remove it with `unicorn router down`", err)
+			return fmt.Errorf("a table inet unicorn is already installed, not by `unicorn router up` (%v); look at it with `nft list table inet unicorn`", err)
 		}
 		return fmt.Errorf("router mode is already on (pid %d, LAN %s, until %s); stop it first with `unicorn router down`",
 			m.PID, m.LAN, m.Expires.Local().Format(time.DateTime))
@@ -405,12 +410,10 @@ func (r *Router) learned(res learnResult) {
 	r.log.Info("blocking the addresses of a blocked name", "name", res.name, "addrs", fmt.Sprint(res.addrs))
 	if err := r.cfg.NFT.Apply(strings.Join(add, "\n") + "\n"); err != nil {
 		r.log.Warn("cannot add learned addresses; reinstalling the table", "err", err)
-		go func() { // the set may have gone with a change: reinstall
-			select {
-			case r.changed <- struct{}{}:
-			default:
-			}
-		}()
+		select { // the set may have gone with a change: Run reinstalls
+		case r.changed <- struct{}{}:
+		default:
+		}
 	}
 }
 

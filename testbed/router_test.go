@@ -420,3 +420,23 @@ rules:
 		t.Errorf("a new TCP connection after the reload: %v, want a reset", err)
 	}
 }
+
+// TestRouterDryRun: --dry-run prints the table it would install, without
+// root or the interface, and changes nothing; --lan is required.
+func TestRouterDryRun(t *testing.T) {
+	r := Run(t, "router", "up", "--lan", "wlan9", "--dry-run")
+	for _, want := range []string{
+		"table inet unicorn {",
+		`iifname "wlan9" meta l4proto { tcp, udp } th dport 53 redirect to :15353`,
+		`iifname "wlan9" meta l4proto tcp redirect to :15001`,
+		`reject with icmpx type port-unreachable comment "cud-2019 rules[4] (builtin:cud-2019.yaml:`,
+		"47.91.156.93", // a Status cluster address of cud-2019
+	} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("dry run lacks %q (exit %d):\n%s%s", want, r.Code, r.Stdout, r.Stderr)
+		}
+	}
+	if r := Run(t, "router", "up", "--dry-run"); r.Code == 0 || !strings.Contains(r.Stderr, "lan") {
+		t.Errorf("router up without --lan: exit %d, %s", r.Code, r.Stderr)
+	}
+}
