@@ -177,6 +177,12 @@ func routerUp(c *cli.Context) error {
 	if _, err := net.InterfaceByName(c.String("lan")); err != nil {
 		return cli.Exit(fmt.Sprintf("--lan %s: %v (list interfaces with: ip link)", c.String("lan"), err), 2)
 	}
+	// Before any port is opened: a second router up should hear that the
+	// first one runs, not that its ports are taken. (Up checks again.)
+	if m, _, err := router.Installed(router.NFT{}); err == nil {
+		return cli.Exit(fmt.Sprintf("router mode is already on (pid %d, LAN %s, until %s); stop it first with `unicorn router down`",
+			m.PID, m.LAN, m.Expires.Local().Format(time.DateTime)), 1)
+	}
 	return serveWith(c, func(p serveParts) (func(context.Context) error, error) {
 		r, err := router.New(router.Config{
 			LAN: c.String("lan"), TransparentPort: tPort, DNSPort: dnsPort,
