@@ -370,8 +370,9 @@ func TestBuiltinEncryptedDNS(t *testing.T) {
 }
 
 // TestRouterReload: rules reloaded (SIGHUP) while router mode runs are in
-// force in the firewall at once, for new flows and for a UDP flow that was
-// already open (each forwarded packet crosses the rules).
+// force at once: for new flows, for a UDP flow that was already open (each
+// forwarded packet crosses the firewall's rules) and for an open TCP
+// connection through the transparent listener, which is cut.
 func TestRouterReload(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping router mode in network namespaces")
@@ -405,6 +406,18 @@ rules:
 	if err := echoOnce(ctx, topo.Phone, "tcp", bp); err != nil {
 		t.Fatalf("TCP to the bootnode before the reload: %v", err)
 	}
+	session, err := topo.Phone.DialContext(ctx, "tcp", bp) // a devp2p session, open for hours
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	session.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := session.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(session, make([]byte, 5)); err != nil {
+		t.Fatalf("the session before the reload: %v", err)
+	}
 
 	os.WriteFile(file, []byte(`
 scenario: outage
@@ -418,6 +431,11 @@ rules:
 	}
 	if err := echoOnce(ctx, topo.Phone, "tcp", bp); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("a new TCP connection after the reload: %v, want a reset", err)
+	}
+	u.WaitLog(t, map[string]string{"msg": "live tunnel: cut by a rule change"})
+	session.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := session.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the open session after the reload: read %d, %v; want it cut with a reset", n, err)
 	}
 }
 
