@@ -258,7 +258,8 @@ func get(hc *http.Client, u string) (string, error) {
 
 // TestRouterRestores: every way router mode ends leaves no unicorn table
 // and forwarding as it was: the time limit, `router down` from another
-// terminal, SIGKILL (the crash guard), and renewal postpones the limit.
+// terminal, SIGTERM, SIGKILL (the crash guard), and renewal postpones the
+// limit.
 func TestRouterRestores(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping router mode in network namespaces")
@@ -318,6 +319,17 @@ func TestRouterRestores(t *testing.T) {
 		if !strings.Contains(st.Stdout, "router mode is off") {
 			t.Errorf("status after down: %s", st.Stdout)
 		}
+	})
+
+	t.Run("sigterm", func(t *testing.T) {
+		u := topo.StartRouter(t, "--rules", rules)
+		if topo.Table(t) == "" {
+			t.Fatal("no table while up")
+		}
+		if err := u.Stop(); err != nil {
+			t.Errorf("router up on SIGTERM: %v", err)
+		}
+		gone("SIGTERM")
 	})
 
 	t.Run("crash", func(t *testing.T) {
