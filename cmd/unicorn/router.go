@@ -31,7 +31,9 @@ type serveParts struct {
 }
 
 func (l *listeners) listenTransparent(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	// No keep-alive probes of unicorn's own on the devices' connections:
+	// they are the devices' business, and each costs syscalls per accept.
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return listenErr("--transparent", addr, err)
 	}
