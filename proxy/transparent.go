@@ -260,3 +260,7 @@ func reset(c net.Conn) {
 	}
 	c.Close()
 }
+
+// The engine decides without side effects, which the transparent listener
+// uses to decide address rules before peeking.
+var _ peekDecider = (*rules.Engine)(nil)
