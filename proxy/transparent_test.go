@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/chaos-unicorn/unicorn/rules"
@@ -318,5 +320,68 @@ func TestTransparentServerFirst(t *testing.T) {
 	echo := make([]byte, 4)
 	if _, err := io.ReadFull(c, echo); err != nil || string(echo) != "ping" {
 		t.Errorf("echo %q %v", echo, err)
+	}
+}
+
+// TestTransparentCutOnSwitch: an open relayed connection is cut with a
+// reset when a scenario that blocks its destination is switched on.
+func TestTransparentCutOnSwitch(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	dst := netip.MustParseAddrPort(echo.Addr().String())
+	set, err := rules.LoadFS(fstest.MapFS{"s.yaml": {Data: []byte(`
+scenario: cut
+optional: true
+rules:
+  - {ips: [127.0.0.1], ports: [` + strconv.Itoa(int(dst.Port())) + `], action: reject, clients: [127.0.0.1]}
+`)}}, "s.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rules.NewEngine(set, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := New(Config{Decider: e, OrigDst: func(net.Conn) (netip.AddrPort, error) { return dst, nil }, PeekTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- px.ServeTransparent(l) }()
+	defer func() {
+		px.Close()
+		<-done
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "hello")
+	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+		t.Fatalf("relay before the switch: %v", err)
+	}
+	if err := e.Switch("cut", true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("after the switch: %v, want a reset", err)
 	}
 }
