@@ -25,7 +25,8 @@ const (
 )
 
 // TestRouterThroughput measures router mode against plain kernel
-// forwarding in the same topology, interleaved: raw TCP and HTTPS
+// forwarding, and against forwarding with NAT, in the same topology,
+// interleaved: raw TCP and HTTPS
 // download through the transparent listener, TCP connection rate, and
 // forwarded UDP crossing the nftables sets. It is a measurement, not a
 // check: bench/router.sh (make bench) runs it with UNICORN_ROUTER_BENCH=1
@@ -36,8 +37,8 @@ func TestRouterThroughput(t *testing.T) {
 		t.Skip("a measurement: make bench runs it (bench/router.sh, UNICORN_ROUTER_BENCH=1)")
 	}
 	rounds := envInt("BENCH_ROUNDS", 3)
-	rawBytes := int64(envInt("BENCH_ROUTER_RAW_MB", 1024)) << 20
-	httpsBytes := int64(envInt("BENCH_ROUTER_HTTPS_MB", 512)) << 20
+	rawBytes := int64(envInt("BENCH_ROUTER_RAW_MB", 2048)) << 20
+	httpsBytes := int64(envInt("BENCH_ROUTER_HTTPS_MB", 1024)) << 20
 	window := time.Duration(envInt("BENCH_ROUTER_SECONDS", 3)) * time.Second
 
 	topo := NewTopology(t)
@@ -81,6 +82,11 @@ func TestRouterThroughput(t *testing.T) {
 	for range rounds {
 		topo.Forward(t)
 		measure("baseline")
+		// What any home router does besides forwarding: NAT, which
+		// router mode does too (conntrack on every packet).
+		topo.Router.Sh(t, "nft -f - <<'EOF'\n"+benchNAT+"EOF")
+		measure("nat")
+		topo.Router.Sh(t, "nft delete table inet benchnat")
 		// router up turns forwarding on itself and restores it (to on) on exit.
 		u := topo.StartRouter(t, "--log-level", "warn")
 		measure("unicorn")
@@ -93,8 +99,19 @@ func TestRouterThroughput(t *testing.T) {
 	}
 	for _, m := range []string{"raw_tcp_gbit", "https_gbit", "tcp_conn_per_s", "udp_gbit"} {
 		fmt.Printf("ROUTERBENCH %s %.4g %.4g\n", m, median(res[m]["unicorn"]), median(res[m]["baseline"]))
+		fmt.Printf("ROUTERBENCH %s_vs_nat %.4g %.4g\n", m, median(res[m]["unicorn"]), median(res[m]["nat"]))
 	}
 }
+
+// benchNAT is forwarding with masquerade and nothing else, in a table of
+// the bench's own.
+const benchNAT = `table inet benchnat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		iifname "lan0" oifname != "lan0" masquerade
+	}
+}
+`
 
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
