@@ -287,6 +287,9 @@ func routerGuard(c *cli.Context) error {
 }
 
 func routerDown(c *cli.Context) error {
+	if err := needRoot("down"); err != nil {
+		return err
+	}
 	meta, err := router.Down(router.NFT{})
 	if errors.Is(err, router.ErrNoTable) {
 		fmt.Fprintln(c.App.Writer, "router mode is off: no unicorn table installed")
@@ -303,7 +306,18 @@ func routerDown(c *cli.Context) error {
 	return nil
 }
 
+// needRoot says that reading or changing the firewall needs root.
+func needRoot(cmd string) error {
+	if os.Geteuid() != 0 {
+		return cli.Exit(fmt.Sprintf("unicorn router %s reads the firewall (nftables): run it as root (sudo unicorn router %s)", cmd, cmd), 1)
+	}
+	return nil
+}
+
 func routerStatus(c *cli.Context) error {
+	if err := needRoot("status"); err != nil {
+		return err
+	}
 	meta, listing, err := router.Installed(router.NFT{})
 	if errors.Is(err, router.ErrNoTable) {
 		fmt.Fprintln(c.App.Writer, "router mode is off")
@@ -325,6 +339,9 @@ func routerStatus(c *cli.Context) error {
 }
 
 func routerRenew(c *cli.Context) error {
+	if err := needRoot("renew"); err != nil {
+		return err
+	}
 	meta, _, err := router.Installed(router.NFT{})
 	if errors.Is(err, router.ErrNoTable) {
 		return cli.Exit("router mode is off: nothing to renew", 1)
