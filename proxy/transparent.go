@@ -25,14 +25,19 @@ const acceptBackoff = time.Second
 // its first bytes for a name without terminating TLS (ClientHello SNI,
 // HTTP Host; bounded by Config.PeekTimeout and maxPeek), falls back to the
 // name the device resolved the address from (Config.Names), asks the rules
-// once with name, address and port, and applies the decision:
+// once with name, address and port (address and port rules that block
+// decide before any peek), and applies the decision:
 //
 //   - reject: a TLS alert after a ClientHello, a 403 page after an HTTP
 //     request head, otherwise a reset; sinkhole: a reset;
+//   - tls_reset: a reset (or a handshake_failure alert) after the
+//     ClientHello;
 //   - blackhole: silence until the client gives up or BlackholeTimeout;
 //   - spoof: relayed to the given address instead; delay: relayed late;
 //   - everything else: relayed to the original destination, the peeked
-//     bytes first, then zero-copy (relay).
+//     bytes first, then zero-copy unless a byte fault applies
+//     (relayDecided), and re-decided in the live registry when the rules
+//     change.
 //
 // It returns nil after Close, and otherwise the error that stopped it.
 func (p *Proxy) ServeTransparent(l net.Listener) error {
@@ -154,7 +159,8 @@ func (p *Proxy) apply(c net.Conn, f rules.Flow, pk peeked, early *earlyDial, d r
 	if err == nil {
 		err = guardTarget(client, o)
 	}
-	if early != nil && (o.decision.Action.Blocking() || err != nil || o.target != dst || o.delay > 0) {
+	delay := connectDelay(o) // a delay of the bytes is the relay's fault
+	if early != nil && (o.decision.Action.Blocking() || o.decision.Action == rules.ActionTLSReset || err != nil || o.target != dst || delay > 0) {
 		early.finish(false) // the decision says otherwise: never relayed
 		early = nil
 	}
@@ -177,6 +183,16 @@ func (p *Proxy) apply(c net.Conn, f rules.Flow, pk peeked, early *earlyDial, d r
 	case rules.ActionSinkhole:
 		reset(c)
 		return
+	case rules.ActionTLSReset:
+		// A censor's reset after the ClientHello (the decision was made on
+		// its SNI), or a handshake_failure alert with close: alert; a
+		// connection that is not TLS is closed, as on a tunnel.
+		if ps := o.decision.Params(); pk.kind == peekTLS && ps != nil && ps.Close == rules.CloseAlert {
+			c.Write(handshakeFailureAlert)
+			return
+		}
+		reset(c)
+		return
 	case rules.ActionBlackhole:
 		p.holding.Add(1)
 		defer p.holding.Add(-1)
@@ -190,9 +206,9 @@ func (p *Proxy) apply(c net.Conn, f rules.Flow, pk peeked, early *earlyDial, d r
 	if early != nil {
 		up, first, err = early.finish(true)
 	} else {
-		ctx, cancel := context.WithTimeout(p.ctx, DefaultDialTimeout+o.delay)
+		ctx, cancel := context.WithTimeout(p.ctx, DefaultDialTimeout+delay)
 		defer cancel()
-		if err := p.wait(ctx, o.delay); err != nil {
+		if err := p.wait(ctx, delay); err != nil {
 			return
 		}
 		up, err = p.dial(ctx, "tcp", o.target.String())
@@ -211,12 +227,17 @@ func (p *Proxy) apply(c net.Conn, f rules.Flow, pk peeked, early *earlyDial, d r
 		if _, err := c.Write(first); err != nil {
 			return
 		}
+		p.stats.bytesDown.Add(uint64(len(first)))
 	}
 	if len(pk.data) > 0 {
 		if _, err := up.Write(pk.data); err != nil {
 			return
 		}
+		p.stats.bytesUp.Add(uint64(len(pk.data)))
 	}
+	// The live registry re-decides the flow when the rules change (cut,
+	// degrade or keep, by the rule's on_existing), and the relay applies
+	// the decision's byte fault (throttle, cut, stall, ...).
 	p.relayDecided(p.ctx, c, up, o.decision, f)
 }
 

@@ -385,3 +385,23 @@ rules:
 		t.Errorf("after the switch: %v, want a reset", err)
 	}
 }
+
+func TestTransparentTLSReset(t *testing.T) {
+	_, dst := tlsUpstream(t)
+	for _, c := range []struct {
+		close rules.CloseMode
+		want  string
+	}{{rules.CloseRST, "reset"}, {rules.CloseAlert, "handshake failure"}} {
+		r := &rules.Rule{Scenario: "test", Action: rules.ActionTLSReset, Params: rules.Params{Close: c.close}}
+		w := newTransparentWorld(t, dst, func(f rules.Flow) rules.Decision {
+			if f.Host == "blocked.example" {
+				return rules.Decision{Action: r.Action, Rule: r}
+			}
+			return rules.Decision{}
+		}, nil)
+		_, err := tls.Dial("tcp", w.addr, &tls.Config{ServerName: "blocked.example", InsecureSkipVerify: true})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("tls_reset close %v: %v, want %q", c.close, err, c.want)
+		}
+	}
+}
