@@ -343,21 +343,23 @@ func TestRouterRestores(t *testing.T) {
 	})
 
 	t.Run("renew", func(t *testing.T) {
-		u := topo.StartRouter(t, "--rules", rules, "--ttl", "3s")
+		// --ttl 5s, renewed after 1.5s: the table must outlive the first
+		// limit (checked at 5.5s) and go by itself some time after 6.5s.
+		u := topo.StartRouter(t, "--rules", rules, "--ttl", "5s")
 		start := time.Now()
-		time.Sleep(2 * time.Second)
+		time.Sleep(1500 * time.Millisecond)
 		if r := topo.Router.Run(t, Binary(t), "router", "renew"); r.Code != 0 {
 			t.Fatalf("renew: exit %d %s", r.Code, r.Stderr)
 		}
-		time.Sleep(time.Until(start.Add(4 * time.Second)))
+		time.Sleep(time.Until(start.Add(5500 * time.Millisecond)))
 		if topo.Table(t) == "" {
 			t.Errorf("the table went at the first limit although renewed")
 		}
-		if err := u.WaitExit(10 * time.Second); err != nil {
+		if err := u.WaitExit(15 * time.Second); err != nil {
 			t.Errorf("after renewal: %v", err)
 		}
-		if el := time.Since(start); el < 4500*time.Millisecond {
-			t.Errorf("expired after %v; renewal at 2s with --ttl 3s should last until about 5s", el)
+		if el := time.Since(start); el < 6*time.Second {
+			t.Errorf("expired after %v; renewal at 1.5s with --ttl 5s should last until about 6.5s", el)
 		}
 		gone("a renewed --ttl")
 	})
