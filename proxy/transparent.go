@@ -111,7 +111,8 @@ func (p *Proxy) serveTransparent(c net.Conn) {
 	// that has sent nothing after firstByteWait may be waiting for the
 	// server (SSH, SMTP): dial now, and decide when either side speaks,
 	// unless the name the address was resolved from is blocked.
-	pk, done := peek(c, nil, time.Now().Add(min(firstByteWait, p.peekFor)))
+	start := time.Now()
+	pk, done := peek(c, nil, start.Add(min(firstByteWait, p.peekFor)))
 	var early *earlyDial
 	if !done && len(pk.data) == 0 {
 		byName := f
@@ -121,7 +122,7 @@ func (p *Proxy) serveTransparent(c net.Conn) {
 		}
 	}
 	if !done {
-		pk, _ = peek(c, pk.data, time.Now().Add(p.peekFor))
+		pk, _ = peek(c, pk.data, start.Add(p.peekFor))
 	}
 	switch pk.kind {
 	case peekTLS:
