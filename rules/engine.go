@@ -325,6 +325,9 @@ type activation struct {
 	// content is set when a rule of a scenario that is on needs HTTP
 	// content (Rule.NeedsContent).
 	content bool
+	// sni is set when a rule of a scenario that is on may decide
+	// tls_reset (its action or a phase's).
+	sni bool
 }
 
 func (c *compiled) newActivation() *activation {
@@ -342,11 +345,13 @@ func (a *activation) clone() *activation {
 
 // update recomputes what a depends on besides the switches.
 func (a *activation) update(c *compiled) {
-	a.content = false
+	a.content, a.sni = false, false
 	for i, r := range c.rules {
-		if r.content && a.on[c.scen[i]] {
-			a.content = true
+		if !a.on[c.scen[i]] {
+			continue
 		}
+		a.content = a.content || r.content
+		a.sni = a.sni || r.resetsTLS()
 	}
 }
 
@@ -681,6 +686,13 @@ func (s *snapshot) needsContent(f *Flow, c *clock) bool {
 	}
 	return found
 }
+
+// DecidesBySNI reports whether a rule of a scenario that is on may decide
+// tls_reset, the censor's move by the name a ClientHello carries: only
+// then need a proxy read the ClientHello of a tunnel it was about to
+// relay blind (a CONNECT to a bare address, say) and ask about its SNI.
+// It costs one atomic load.
+func (e *Engine) DecidesBySNI() bool { return e.snap.Load().act.sni }
 
 // maxNameLen is the longest DNS name in text form, without the final dot.
 const maxNameLen = 253

@@ -118,6 +118,22 @@ func (m *Modifiers) needsContent() bool {
 	return false
 }
 
+// resetsTLS reports whether the rule may decide tls_reset: its action, or
+// a phase's.
+func (r *Rule) resetsTLS() bool {
+	if r.Action == ActionTLSReset {
+		return true
+	}
+	if r.Modifiers != nil {
+		for _, p := range r.Modifiers.Phases {
+			if p.Action == ActionTLSReset {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // describe is the modifiers in Rule.Describe's form, phases excepted.
 func (m *Modifiers) describe() string {
 	var parts []string

@@ -273,3 +273,32 @@ func TestSwitchWhileDeciding(t *testing.T) {
 		t.Fatalf("%d decisions neither reject nor delay", bad.Load())
 	}
 }
+
+// TestSwitchDecidesBySNI: a proxy reads the ClientHello of a blind tunnel
+// only while a tls_reset rule (an action or a phase) is on.
+func TestSwitchDecidesBySNI(t *testing.T) {
+	set := switchSet(t, "a.yaml", outageRules,
+		"c.yaml", "scenario: censor\noptional: true\nrules:\n  - {domains: [censored.example], action: tls_reset}\n",
+		"d.yaml", "scenario: phased\noptional: true\nrules:\n  - domains: [later.example]\n    phases:\n      - {for: 1m, action: delay, latency: 1s}\n      - {action: tls_reset, mode: alert}\n")
+	e, err := NewEngine(set, set.Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.DecidesBySNI() {
+		t.Fatal("DecidesBySNI with no tls_reset rule on")
+	}
+	for _, name := range []string{"censor", "phased"} {
+		if err := e.Switch(name, true, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !e.DecidesBySNI() {
+			t.Fatalf("%s on: DecidesBySNI is false", name)
+		}
+		if err := e.Switch(name, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		if e.DecidesBySNI() {
+			t.Fatalf("%s off: DecidesBySNI is still true", name)
+		}
+	}
+}
