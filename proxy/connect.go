@@ -101,15 +101,21 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Bytes the client sent right behind the CONNECT head (a TLS
-	// ClientHello, say) are already in the server's read buffer.
-	if n := rw.Reader.Buffered(); n > 0 {
+	// ClientHello, say) are already in the server's read buffer. When
+	// the relay reads the ClientHello first (readsSNI) they stay in front
+	// of the connection for it.
+	flows := connectFlows(client, host, o)
+	var from net.Conn = conn
+	if n := rw.Reader.Buffered(); n > 0 && p.readsSNI(flows) {
+		from = &bufConn{Conn: conn, r: rw.Reader}
+	} else if n > 0 {
 		early, _ := rw.Reader.Peek(n)
 		if _, err := up.Write(early); err != nil {
 			return
 		}
 		p.stats.bytesUp.Add(uint64(n))
 	}
-	p.relayDecided(ctx, conn, up, o.decision, connectFlows(client, host, o)...)
+	p.relayBlind(ctx, from, up, o.decision, flows...)
 }
 
 // connectDelay is how long a CONNECT or a plain request waits before it

@@ -53,18 +53,35 @@ type generation struct {
 // finishes sending, the other side's write half is closed, so protocols
 // that half-close keep working; when a copy fails, both sides close.
 func (p *Proxy) relayDecided(ctx context.Context, client, up net.Conn, d rules.Decision, flows ...rules.Flow) {
+	p.relay(ctx, client, up, d, false, flows...)
+}
+
+// relayBlind is relayDecided for a tunnel none of whose bytes unicorn has
+// seen yet (a CONNECT, a SOCKS request): while a tls_reset rule is on, its
+// ClientHello may decide it (checkSNI).
+func (p *Proxy) relayBlind(ctx context.Context, client, up net.Conn, d rules.Decision, flows ...rules.Flow) {
+	p.relay(ctx, client, up, d, true, flows...)
+}
+
+func (p *Proxy) relay(ctx context.Context, client, up net.Conn, d rules.Decision, blind bool, flows ...rules.Flow) {
 	t := &tunnel{p: p, client: client, up: up, flows: flows}
 	t.ctx, t.cancel = context.WithCancel(ctx)
 	defer t.cancel()
 	t.setDecision(d, true)
-	p.live.add(t)
-	defer p.live.remove(t)
 	p.stats.tunnels.Add(1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		p.stats.bytesDown.Add(uint64(t.pipe(rules.DirDown)))
 	}()
+	// While a tls_reset rule is on, the ClientHello may decide the tunnel
+	// (tlsreset.go); the server's side is relayed meanwhile.
+	if blind && p.readsSNI(flows) && !t.checkSNI() {
+		<-done
+		return
+	}
+	p.live.add(t)
+	defer p.live.remove(t)
 	p.stats.bytesUp.Add(uint64(t.pipe(rules.DirUp)))
 	<-done
 }

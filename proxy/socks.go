@@ -39,7 +39,7 @@ type SOCKSConfig struct {
 //	throttle, cut, ...    connect, to the decided address (the spoofed one
 //	                      for spoof), with the decision's byte fault
 //	                      (proxy/fault), in the live registry, exactly as a
-//	                      CONNECT tunnel (relayDecided)
+//	                      CONNECT tunnel (relayBlind)
 //	tls_reset             succeeded, then the ClientHello decides (tlsReset)
 //	reject                connection not allowed by ruleset (0x02)
 //	sinkhole              host unreachable (0x04): the name leads nowhere,
@@ -248,7 +248,7 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 	}
 	// The byte fault of the decision, and the live registry: a rule
 	// change re-asks flows and may cut or degrade the tunnel.
-	p.relayDecided(ctx, c, up, o.decision, flows...)
+	p.relayBlind(ctx, c, up, o.decision, flows...)
 	return false
 }
 

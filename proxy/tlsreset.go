@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
+	"github.com/chaos-unicorn/unicorn/proxy/fault"
 	"github.com/chaos-unicorn/unicorn/rules"
 )
 
@@ -103,7 +105,9 @@ var errHelloRead = errors.New("proxy: ClientHello read")
 
 // readClientHello reads the client's ClientHello from c and returns the
 // bytes read (to replay upstream) and the SNI. It lets crypto/tls parse
-// the hello and stops it there: nothing is ever written to c.
+// the hello and stops it there: nothing is ever written to c. When c
+// carries no ClientHello, the error says why and the bytes are whatever
+// was read before it showed.
 func readClientHello(c net.Conn) ([]byte, string, error) {
 	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	defer c.SetReadDeadline(time.Time{})
@@ -117,9 +121,79 @@ func readClientHello(c net.Conn) ([]byte, string, error) {
 		},
 	}).Handshake()
 	if !got {
-		return nil, "", err
+		return rec.buf.Bytes(), "", err
 	}
 	return rec.buf.Bytes(), sni, nil
+}
+
+// sniDecider is a Decider that can tell whether some rule may decide
+// tls_reset by a ClientHello's SNI (*rules.Engine is one).
+type sniDecider interface {
+	DecidesBySNI() bool
+}
+
+// readsSNI reports whether a tunnel let through after the questions flows
+// must show its ClientHello first: a tls_reset rule is on, and no
+// question was asked at the TLS layer yet (tlsReset has read the hello).
+func (p *Proxy) readsSNI(flows []rules.Flow) bool {
+	sd, ok := p.decider.(sniDecider)
+	if !ok || len(flows) == 0 || !sd.DecidesBySNI() {
+		return false
+	}
+	for _, f := range flows {
+		if f.Layer == rules.LayerTLS {
+			return false
+		}
+	}
+	return true
+}
+
+// checkSNI reads what the device sends first on a tunnel let through
+// blind (a CONNECT or SOCKS request by address, or by a name no tls_reset
+// rule holds) and, when it is a ClientHello naming a host the tunnel was
+// not asked about, decides again on that SNI at the TLS layer: the
+// censor's move is by the name in the hello, not by the address. A
+// tls_reset decision resets the tunnel (or alerts) and checkSNI reports
+// false; otherwise the bytes read go upstream, the SNI's question joins
+// the tunnel's flows (so that a rule change re-decides it by that name),
+// and the relay carries on. The server's side is relayed meanwhile, so a
+// protocol where the server speaks first is not held up; a device silent
+// for longer than handshakeTimeout is relayed as it is.
+func (t *tunnel) checkSNI() bool {
+	hello, sni, _ := readClientHello(t.client)
+	if sni != "" && !askedAbout(t.flows, sni) {
+		f := rules.Flow{Client: t.flows[0].Client, Layer: rules.LayerTLS, Host: sni, Port: t.flows[0].Port, Proto: rules.ProtoTCP}
+		d := t.p.ask(f)
+		if d.Action == rules.ActionTLSReset {
+			if ps := d.Params(); ps != nil && ps.Close == rules.CloseAlert {
+				t.client.Write(handshakeFailureAlert)
+				t.abort(nil)
+				return false
+			}
+			t.abort(fault.ErrReset)
+			return false
+		}
+		t.flows = append(t.flows, f)
+	}
+	if len(hello) > 0 {
+		if _, err := t.current().up.Write(hello); err != nil {
+			t.abort(err)
+			return false
+		}
+		t.p.stats.bytesUp.Add(uint64(len(hello)))
+	}
+	return true
+}
+
+// askedAbout reports whether one of flows asked about the name host.
+func askedAbout(flows []rules.Flow, host string) bool {
+	host = strings.TrimSuffix(host, ".")
+	for _, f := range flows {
+		if strings.EqualFold(strings.TrimSuffix(f.Host, "."), host) {
+			return true
+		}
+	}
+	return false
 }
 
 // recordingConn keeps what is read from it and swallows what is written.

@@ -167,6 +167,9 @@ func (d contentDecider) NeedsContent(f rules.Flow) bool { return d.e.NeedsConten
 // Peek lets the live registry re-decide without counting hits.
 func (d contentDecider) Peek(f rules.Flow) rules.Decision { return d.e.Peek(f) }
 
+// DecidesBySNI lets the proxy read ClientHellos while a tls_reset rule is on.
+func (d contentDecider) DecidesBySNI() bool { return d.e.DecidesBySNI() }
+
 // OnChange subscribes the proxy to the engine's switches.
 func (d contentDecider) OnChange(fn func()) func() { return d.e.OnChange(fn) }
 

@@ -90,6 +90,16 @@ func TestFaults(t *testing.T) {
 		if err == nil || !containsAll(err.Error(), "remote error: tls: handshake failure") {
 			t.Fatalf("err = %v, want a handshake_failure alert", err)
 		}
+		// A CONNECT to the bare address is reset too: the censor goes
+		// by the name in the ClientHello.
+		byAddr := newProxyClient(u)
+		tc := testbed.TestCA().ClientConfig()
+		tc.ServerName = "censored.test"
+		byAddr.Transport.(*http.Transport).TLSClientConfig = tc
+		_, err = byAddr.Get(url("127.0.0.1", 10))
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("CONNECT 127.0.0.1 with SNI censored.test: err = %v, want connection reset", err)
+		}
 	})
 	t.Run("truncate", func(t *testing.T) {
 		t.Parallel()
