@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -125,6 +126,10 @@ func (ld *loader) decodeDevices(d *fileDecoder, n *yaml.Node, path string) {
 		var ps []netip.Prefix
 		d.strs(v, p, func(s string, n *yaml.Node, p string) {
 			pre, err := ParsePrefix(s)
+			if err != nil && isMAC(s) {
+				d.errf(n, p, macMessage, s)
+				return
+			}
 			if err != nil {
 				d.errf(n, p, "%q is not an address or CIDR (want e.g. 192.0.2.0/28 or 2001:db8::7)", s)
 				return
@@ -325,6 +330,10 @@ func (ld *loader) resolve() {
 				continue
 			}
 			pre, err := ParsePrefix(s)
+			if err != nil && isMAC(s) {
+				d.errf(n, p, macMessage, s)
+				continue
+			}
 			if err != nil {
 				d.errf(n, p, "%q is neither a device group nor an address or CIDR (groups: %s)", s, sortedKeys(ld.set.Devices))
 				continue
@@ -336,4 +345,16 @@ func (ld *loader) resolve() {
 			r.clients = []netip.Prefix{}
 		}
 	}
+}
+
+// macMessage refuses a MAC address among devices: or clients:. No front
+// end matches a device's MAC (DNS, the HTTP proxy and SOCKS see only the
+// address a packet came from; router mode matches by address too), so a
+// rule by MAC could never match.
+const macMessage = "%q is a MAC address: unicorn tells devices apart by IP address only (give the device a fixed address, e.g. a DHCP reservation, and name that)"
+
+// isMAC reports whether s is a hardware address in one of the usual forms.
+func isMAC(s string) bool {
+	_, err := net.ParseMAC(s)
+	return err == nil
 }
