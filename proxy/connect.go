@@ -47,7 +47,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	case rules.ActionBlackhole:
 		// Accept, then silence: no "200 Connection established".
 		if conn, _, ok := p.hijack(w); ok {
-			p.hold(conn)
+			p.hold(conn, o.decision, connectFlows(client, host, o)...)
 		}
 		return
 	case rules.ActionTLSReset:
@@ -169,11 +169,16 @@ func (p *Proxy) hijack(w http.ResponseWriter) (conn net.Conn, rw *bufio.ReadWrit
 
 // hold keeps a blackholed client connection open in silence until the
 // client closes it, BlackholeTimeout passes or the proxy is closed, then
-// closes it. Whatever the client sends is read and dropped.
-func (p *Proxy) hold(conn net.Conn) {
+// closes it. Whatever the client sends is read and dropped. While it
+// holds, the connection is in the live registry under d, the decision
+// that the questions flows got: a rule change that leaves it to no
+// blocking rule closes it, so that the device retries at once (see
+// redecide).
+func (p *Proxy) hold(conn net.Conn, d rules.Decision, flows ...rules.Flow) {
 	defer p.untrack(conn)
 	p.holding.Add(1)
 	defer p.holding.Add(-1)
+	defer p.watch(conn, d, flows...)()
 	conn.SetReadDeadline(time.Now().Add(p.blackhole))
 	io.Copy(io.Discard, conn)
 }

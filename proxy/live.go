@@ -28,7 +28,9 @@ import (
 // A tunnel whose fault was applied live, or at its start, is relieved of
 // it again when the change leaves it to no rule, or to an allow rule,
 // unless the old rule says keep. Connections unicorn terminates can be cut
-// but not degraded: their requests are each decided anyway.
+// but not degraded: their requests are each decided anyway. A CONNECT or
+// SOCKS request held by a blackhole is closed when a change leaves it to
+// no blocking rule (unless its rule says keep), so the device retries.
 
 // live is an open connection the registry re-decides.
 type live interface {
@@ -223,6 +225,21 @@ func (p *Proxy) redecide(t live) {
 	d := p.peekFlows(t.Flows())
 	old := t.Decision()
 	if sameFault(d, old) {
+		return
+	}
+	if old.Action == rules.ActionBlackhole && !d.Action.Blocking() && d.Action != rules.ActionTLSReset {
+		// A connection held in silence that no rule blocks any more
+		// would wait for --blackhole-timeout: close it, and the device
+		// retries at once, as a real blackhole lifting lets its next
+		// attempt through. Unless its rule said keep.
+		if old.OnExisting() != rules.OnExistingKeep {
+			p.logLive("live connection: released from a blackhole by a rule change", t, old)
+			t.Cut()
+		}
+		return
+	}
+	if old.Action == rules.ActionBlackhole && d.Action == rules.ActionBlackhole {
+		t.Degrade(d) // another blackhole rule: it holds on
 		return
 	}
 	if d.Rule == nil || d.Action == rules.ActionAllow {

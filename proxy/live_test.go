@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chaos-unicorn/unicorn/proxy"
 	"github.com/chaos-unicorn/unicorn/rules"
 )
 
@@ -326,6 +327,81 @@ func TestLiveWebSocketCut(t *testing.T) {
 		closedWithin(t, wc, time.Second)
 		if n := len(tw.Logs.Find("live tunnel: cut by a rule change")); n < 1 {
 			t.Errorf("cut logged %d times", n)
+		}
+	})
+}
+
+// TestLiveBlackholeReleased: a CONNECT and a SOCKS request held in
+// silence by a blackhole are closed within a second when the scenario is
+// switched off, so the device retries at once instead of waiting for
+// --blackhole-timeout; a retry then gets through. A rule that says keep
+// holds on.
+func TestLiveBlackholeReleased(t *testing.T) {
+	echo := echoServer(t)
+	engine := func(onExisting string) *rules.Engine {
+		set, err := rules.Parse("hole.yaml", []byte(`
+scenario: hole
+optional: true
+rules:
+  - {ips: [127.0.0.1], ports: [`+portOf(t, echo)+`], action: blackhole`+onExisting+`}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := rules.NewEngine(set, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Switch("hole", true, nil); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	// held reads from c until it ends or limit passes; it reports how long
+	// the connection lasted and whether it ended.
+	held := func(c net.Conn, limit time.Duration) (time.Duration, bool) {
+		start := time.Now()
+		c.SetReadDeadline(start.Add(limit))
+		_, err := io.Copy(io.Discard, c)
+		return time.Since(start), !isTimeout(err)
+	}
+
+	e := engine("")
+	w := newSOCKSWorld(t, worldConfig{Engine: e, Blackhole: time.Minute}, proxy.SOCKSConfig{})
+	connect, _ := rawConnectConn(t, w.Addr, echo, "")
+	socks := socksDial(t, w.SOCKSAddr)
+	ap := netip.MustParseAddrPort(echo)
+	socks.Write(append([]byte{5, 1, 0}, socksRequest(1, ap.Addr().String(), ap.Port())...))
+	io.ReadFull(socks, make([]byte, 2)) // the method choice; the reply never comes
+	if d, ended := held(connect, 300*time.Millisecond); ended {
+		t.Fatalf("the blackholed CONNECT ended after %v", d)
+	}
+	eventually(t, time.Second, "the held requests are not in the live registry", func() bool { return w.Proxy.Tunnels() == 2 })
+
+	if err := e.Switch("hole", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]net.Conn{"CONNECT": connect, "SOCKS": socks} {
+		if d, ended := held(c, 3*time.Second); !ended || d > time.Second {
+			t.Errorf("%s: held %v after the switch (ended %v), want closed within 1s", name, d, ended)
+		}
+	}
+	c := tunnel(t, w.Addr, echo)
+	echoed(t, c, bufio.NewReader(c), 0)
+	if n := len(w.Logs.Find("live connection: released from a blackhole by a rule change")); n != 2 {
+		t.Errorf("%d releases logged, want 2", n)
+	}
+
+	t.Run("keep", func(t *testing.T) {
+		e := engine(", on_existing: keep")
+		w := newWorld(t, worldConfig{Engine: e, Blackhole: time.Minute})
+		connect, _ := rawConnectConn(t, w.Addr, echo, "")
+		eventually(t, time.Second, "the held CONNECT is not in the live registry", func() bool { return w.Proxy.Tunnels() == 1 })
+		if err := e.Switch("hole", false, nil); err != nil {
+			t.Fatal(err)
+		}
+		if d, ended := held(connect, 1500*time.Millisecond); ended {
+			t.Fatalf("on_existing: keep, yet the held CONNECT ended %v after the switch", d)
 		}
 	})
 }

@@ -200,7 +200,7 @@ func (s *SOCKS) connect(c net.Conn, client netip.Addr, req socksRequest) (handed
 		return false
 	case rules.ActionBlackhole:
 		// Accept, then silence: no reply to the request.
-		p.hold(c)
+		p.hold(c, o.decision, flows...)
 		return true
 	case rules.ActionTLSReset:
 		// Grant the request, then let the ClientHello decide, as a
