@@ -158,3 +158,33 @@ rules:
 	}
 	within(t, "tunnel cut after the switch", time.Since(start), 0, time.Second)
 }
+
+// TestSOCKSContentRulesRelayed: http_error, rpc_error and tls_fail need
+// the HTTP inside the connection, which SOCKS does not show: the request
+// is relayed untouched, and one warning says to use the HTTP proxy.
+func TestSOCKSContentRulesRelayed(t *testing.T) {
+	up := newUpstream(t, true)
+	for _, d := range []rules.Decision{
+		decision(rules.ActionHTTPError, rules.Params{Status: 503}),
+		decision(rules.ActionRPCError, rules.Params{RPCCode: -32005}),
+		decision(rules.ActionTLSFail, rules.Params{TLSFailure: rules.TLSAlert}),
+	} {
+		t.Run(d.Action.String(), func(t *testing.T) {
+			w := newSOCKSWorld(t, worldConfig{Decide: only(d)}, proxy.SOCKSConfig{})
+			for range 2 {
+				resp, err := w.socksClient(5*time.Second, up.Roots(), "example.com").Get(up.URLFor("127.0.0.1"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != Body {
+					t.Fatalf("got %d %q, want the upstream's answer", resp.StatusCode, b)
+				}
+			}
+			if n := len(w.Logs.Find("a rule needs the HTTP inside the connection, which SOCKS does not show: relaying untouched (use the HTTP proxy for such hosts)")); n != 1 {
+				t.Errorf("%d warnings, want one", n)
+			}
+		})
+	}
+}
