@@ -18,7 +18,7 @@ type Event struct {
 	Seq    uint64    `json:"seq"`
 	Time   time.Time `json:"time"`
 	Device string    `json:"device,omitempty"` // the client's address
-	Layer  string    `json:"layer"`            // dns, http, tls, tcp, udp
+	Layer  string    `json:"layer"`            // dns, http, tls, tcp, udp, socks
 	// Target is the name asked for, or the address, with ":port" at the
 	// connection layers.
 	Target   string `json:"target"`
@@ -61,6 +61,21 @@ func target(l rules.Layer, host string, addr netip.Addr, port uint16) string {
 		t += ":" + strconv.Itoa(int(port))
 	}
 	return t
+}
+
+// OutcomeVia is Outcome for a question the front end via asked
+// (rules.Flow.Via): a SOCKS client is refused with a reply code, not a
+// page.
+func OutcomeVia(via string, l rules.Layer, a rules.Action, p *rules.Params) string {
+	if via == "socks" {
+		switch a {
+		case rules.ActionReject:
+			return "SOCKS refused (not allowed by ruleset)"
+		case rules.ActionSinkhole:
+			return "SOCKS host unreachable"
+		}
+	}
+	return Outcome(l, a, p)
 }
 
 // Outcome says what a device sees when action a with parameters p acts at

@@ -75,6 +75,7 @@ type rawEvent struct {
 	addr     netip.Addr
 	port     uint16
 	layer    rules.Layer
+	via      string // rules.Flow.Via
 	hostLen  uint8
 	host     [maxHost]byte
 	method   string
@@ -138,7 +139,7 @@ func (h *Hub) Observe(at time.Time, f *rules.Flow, d rules.Decision) {
 	var r rawEvent
 	r.time, r.client, r.addr, r.port, r.layer = at, f.Client, f.Addr, f.Port, f.Layer
 	r.hostLen = uint8(copy(r.host[:], f.Host))
-	r.method, r.path, r.decision = f.Method, f.Path, d
+	r.method, r.path, r.decision, r.via = f.Method, f.Path, d, f.Via
 	select {
 	case h.in <- r:
 	default:
@@ -243,7 +244,10 @@ func (h *Hub) handle(r *rawEvent) {
 		Target: target(r.layer, string(r.host[:r.hostLen]), r.addr, r.port),
 		Method: r.method, Path: r.path,
 		Action:  d.Action.String(),
-		Outcome: Outcome(r.layer, d.Action, d.Params()),
+		Outcome: OutcomeVia(r.via, r.layer, d.Action, d.Params()),
+	}
+	if r.via != "" {
+		ev.Layer = r.via // a SOCKS CONNECT is asked as a CONNECT; say what it was
 	}
 	if r.client.IsValid() {
 		ev.Device = r.client.Unmap().String() // ::ffff:192.0.2.7 is 192.0.2.7

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -44,6 +45,31 @@ func TestOutcome(t *testing.T) {
 		if got := Outcome(tt.layer, tt.action, &tt.p); got != tt.want {
 			t.Errorf("Outcome(%s, %s) = %q, want %q", tt.layer, tt.action, got, tt.want)
 		}
+	}
+}
+
+// TestSOCKSEvents: a SOCKS CONNECT is asked as a CONNECT (LayerHTTP);
+// its events say socks and the reply the client got, not a 403 page.
+func TestSOCKSEvents(t *testing.T) {
+	h := NewHub(HubConfig{})
+	defer h.Close()
+	client := netip.MustParseAddr("192.0.2.7")
+	for _, a := range []rules.Action{rules.ActionReject, rules.ActionSinkhole, rules.ActionBlackhole} {
+		f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Host: "infura.io", Port: 443, Via: "socks"}
+		h.Observe(time.Unix(1, 0), &f, rules.Decision{Action: a, Rule: testRule(a, rules.Params{})})
+	}
+	h.Flush()
+	var got []string
+	for _, ev := range h.Ring().Recent(Filter{}, 0) {
+		got = append(got, ev.Layer+" "+ev.Target+": "+ev.Outcome)
+	}
+	want := []string{
+		"socks infura.io:443: SOCKS refused (not allowed by ruleset)",
+		"socks infura.io:443: SOCKS host unreachable",
+		"socks infura.io:443: no answer (connection held)",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("events:\n%q\nwant\n%q", got, want)
 	}
 }
 

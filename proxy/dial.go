@@ -36,13 +36,19 @@ type outcome struct {
 // asked about, whose method, path and headers rules may match; nil for a
 // CONNECT.
 func (p *Proxy) decide(ctx context.Context, client netip.Addr, host string, port uint16, req *http.Request) (o outcome, err error) {
+	return p.decideVia(ctx, "", client, host, port, req)
+}
+
+// decideVia is decide for the front end via (rules.Flow.Via): "" for the
+// HTTP proxy itself.
+func (p *Proxy) decideVia(ctx context.Context, via string, client netip.Addr, host string, port uint16, req *http.Request) (o outcome, err error) {
 	o = outcome{host: host, port: port}
 	defer func() {
 		if err == nil {
 			err = guardTarget(client, o)
 		}
 	}()
-	f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Port: port, Proto: rules.ProtoTCP}
+	f := rules.Flow{Client: client, Layer: rules.LayerHTTP, Port: port, Proto: rules.ProtoTCP, Via: via}
 	if req != nil {
 		f.Method, f.Path, f.Header = req.Method, req.URL.Path, req.Header.Get
 		f.RPCMethods = rpcMethodsOf(req)
@@ -181,6 +187,9 @@ func (p *Proxy) ask(f rules.Flow) rules.Decision {
 		slog.String("client", f.Client.String()),
 		slog.String("layer", f.Layer.String()),
 		slog.String("target", flowTarget(f)),
+	}
+	if f.Via != "" {
+		attrs = append(attrs, slog.String("via", f.Via))
 	}
 	if f.Host != "" && f.Addr.IsValid() {
 		attrs = append(attrs, slog.String("addr", f.Addr.String()))

@@ -57,7 +57,7 @@ type ScenarioInfo struct {
 type BlockedInfo struct {
 	Time     time.Time
 	Target   string // name or address, with the port at connection layers
-	Layer    string // dns, http, tls, tcp, udp
+	Layer    string // dns, http, tls, tcp, udp, socks
 	Outcome  string // what the device got: "NXDOMAIN", "403 page"
 	Scenario string
 	Rule     string // file:line

@@ -300,10 +300,10 @@ func (s *SOCKS) decide(ctx context.Context, client netip.Addr, req socksRequest)
 	var named *rules.Flow
 	if req.addr.IsValid() && s.names != nil {
 		if name, ok := s.names(req.addr); ok {
-			named = &rules.Flow{Client: client, Layer: rules.LayerTCP, Host: name, Addr: req.addr, Port: req.port, Proto: rules.ProtoTCP}
+			named = &rules.Flow{Client: client, Layer: rules.LayerTCP, Host: name, Addr: req.addr, Port: req.port, Proto: rules.ProtoTCP, Via: socksVia}
 		}
 	}
-	o, err = p.decide(ctx, client, req.target(), req.port, nil)
+	o, err = p.decideVia(ctx, socksVia, client, req.target(), req.port, nil)
 	if err == nil && !o.final() {
 		switch {
 		case req.host != "" && !o.target.IsValid():
@@ -318,7 +318,7 @@ func (s *SOCKS) decide(ctx context.Context, client netip.Addr, req socksRequest)
 				return o, nil, fmt.Errorf("resolve %s: %w", req.host, err)
 			}
 			o.target = netip.AddrPortFrom(addrs[0].Unmap(), o.port)
-			o, err = s.askAgain(o, client, rules.Flow{Client: client, Layer: rules.LayerTCP, Host: req.host, Addr: o.target.Addr(), Port: req.port, Proto: rules.ProtoTCP})
+			o, err = s.askAgain(o, client, rules.Flow{Client: client, Layer: rules.LayerTCP, Host: req.host, Addr: o.target.Addr(), Port: req.port, Proto: rules.ProtoTCP, Via: socksVia})
 		case named != nil:
 			o, err = s.askAgain(o, client, *named)
 		}
@@ -329,6 +329,9 @@ func (s *SOCKS) decide(ctx context.Context, client netip.Addr, req socksRequest)
 	}
 	return o, flows, err
 }
+
+// socksVia is rules.Flow.Via of the questions SOCKS asks about a CONNECT.
+const socksVia = "socks"
 
 // askAgain asks the rules about f, folds the answer into o and checks the
 // target again.

@@ -67,6 +67,11 @@ type Flow struct {
 	Port uint16
 	// Proto is the transport protocol of Port.
 	Proto Proto
+	// Via names the front end that asks when it is not the one the
+	// layer suggests ("socks" for a SOCKS5 CONNECT, asked as a CONNECT
+	// at LayerHTTP), so that events say what the device got. Rules never
+	// match on it. OPTIONAL.
+	Via string
 
 	// Method, Path and Header describe an HTTP request, at LayerHTTP only:
 	// a plain proxy request or one decrypted from an intercepted CONNECT.

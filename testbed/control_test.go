@@ -202,7 +202,7 @@ func TestControlAPIAndCLI(t *testing.T) {
 	if r := testbed.Run(t, "scenario", "on", "nosuch", ctl); r.Code != 1 || !strings.Contains(r.Stderr, "no scenario nosuch (loaded: outage, slow)") {
 		t.Errorf("scenario on nosuch: exit %d\n%s", r.Code, r.Stderr)
 	}
-	if r := testbed.Run(t, "events", ctl); r.Code != 0 || !strings.Contains(r.Stdout, "127.0.0.1       dns  wallet.example -> NXDOMAIN  (outage rules[0] ") {
+	if r := testbed.Run(t, "events", ctl); r.Code != 0 || !strings.Contains(r.Stdout, "127.0.0.1       dns   wallet.example -> NXDOMAIN  (outage rules[0] ") {
 		t.Errorf("events: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	if r := testbed.Run(t, "explain", "--remote", ctl, "slow.example"); r.Code != 0 || !strings.Contains(r.Stdout, "delay by slow rules[0]") {

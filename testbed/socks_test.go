@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,12 +13,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chaos-unicorn/unicorn/control"
 	"github.com/chaos-unicorn/unicorn/testbed"
 	"github.com/miekg/dns"
 	xproxy "golang.org/x/net/proxy"
@@ -125,7 +128,24 @@ func TestSOCKSCurl(t *testing.T) {
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("refusal took %v", d)
 		}
-		sw.u.WaitLog(t, map[string]string{"msg": "proxy decision", "action": "reject", "target": "blocked.test:" + sitePort})
+		sw.u.WaitLog(t, map[string]string{"msg": "proxy decision", "action": "reject", "target": "blocked.test:" + sitePort, "via": "socks"})
+		// The event a tester sees says what curl got: a SOCKS refusal, not
+		// the HTTP proxy's 403 page.
+		var got []string
+		for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			var recent struct{ Events []control.Event }
+			if err := json.Unmarshal([]byte(httpGet(t, "http://"+sw.u.Control+"/api/events/recent?service=socks-test")), &recent); err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range recent.Events {
+				if ev.Target == "blocked.test:"+sitePort {
+					got = append(got, ev.Layer+": "+ev.Outcome)
+				}
+			}
+		}
+		if !slices.Equal(got, []string{"socks: SOCKS refused (not allowed by ruleset)"}) {
+			t.Errorf("events for the refusal: %q", got)
+		}
 	})
 	t.Run("throttle", func(t *testing.T) {
 		const size, rate = 256 << 10, 128 << 10

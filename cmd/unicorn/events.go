@@ -105,5 +105,5 @@ func printEvent(w io.Writer, e *control.Event, asJSON bool) {
 	if e.Scenario != "" {
 		by = fmt.Sprintf("  (%s rules[%d] %s)", e.Scenario, e.RuleIndex, e.Rule)
 	}
-	fmt.Fprintf(w, "%s %-15s %-4s %s -> %s%s\n", e.Time.Local().Format("15:04:05.000"), dev, e.Layer, target, e.Outcome, by)
+	fmt.Fprintf(w, "%s %-15s %-5s %s -> %s%s\n", e.Time.Local().Format("15:04:05.000"), dev, e.Layer, target, e.Outcome, by)
 }
