@@ -127,6 +127,17 @@ func Outcome(l rules.Layer, a rules.Action, p *rules.Params) string {
 			return fmt.Sprintf("cut after %d bytes", p.AfterBytes)
 		}
 		return "cut after " + p.After.String()
+	case rules.ActionTLSReset:
+		if p.Close == rules.CloseAlert {
+			return "TLS alert after the ClientHello"
+		}
+		return "connection reset after the ClientHello"
+	case rules.ActionStall:
+		return fmt.Sprintf("stalled after %d bytes", p.AfterBytes)
+	case rules.ActionSlowClose:
+		return "closed " + p.Latency.String() + " late"
+	case rules.ActionTruncate:
+		return "truncated (TC bit): retry over TCP"
 	case rules.ActionHTTPError:
 		return fmt.Sprintf("HTTP %d", p.Status)
 	case rules.ActionRPCError:
