@@ -767,3 +767,20 @@ func testEnv() []string {
 	})
 	return append(env, "GORACE=atexit_sleep_ms=0")
 }
+
+// TestScenarioOnBehind: switching on a scenario that comes after one
+// that is on says that the earlier one's rules win where both match.
+func TestScenarioOnBehind(t *testing.T) {
+	t.Parallel()
+	u, _ := labUnicorn(t)
+	ctl := "--control=" + u.Control
+	r := testbed.Run(t, "scenario", "on", "slow", ctl)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "ON   slow  for every device\n") ||
+		!strings.Contains(r.Stdout, "after outage (on): where both match, the earlier rules win") {
+		t.Errorf("scenario on slow behind outage: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	testbed.Run(t, "scenario", "off", "outage", ctl)
+	if r := testbed.Run(t, "scenario", "on", "slow", ctl); r.Code != 0 || strings.Contains(r.Stdout, "after") {
+		t.Errorf("scenario on slow with outage off: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+}

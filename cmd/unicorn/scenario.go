@@ -32,6 +32,12 @@ back to what it was. A reload of the rule files keeps them.`,
 				Name:      "on",
 				Usage:     "switch a scenario on",
 				ArgsUsage: "NAME",
+				Description: `NAME keeps its place among the scenarios: those on at start come
+first, then the others in load order, and the first rule that matches wins.
+A scenario switched on behind one that already decides a service (the
+built-in cud-2019 rejects Infura and Etherscan) changes nothing for it:
+switch the other off first. unicorn explain --remote TARGET shows which
+rule decides now.`,
 				Flags: append(clientFlags(),
 					&cli.DurationFlag{Name: "for", Usage: "switch back after `DURATION` (e.g. 10m)"},
 					&cli.StringSliceFlag{Name: "clients", Usage: "only for the devices of `GROUP` (a devices: group of the rules), an address or a CIDR (repeatable; default: every device)"},
@@ -145,6 +151,31 @@ func scenarioSwitch(c *cli.Context, on bool) error {
 		return err
 	}
 	printScenario(c.App.Writer, sc)
+	if on {
+		// A scenario switched on behind others that are on changes
+		// nothing where their rules match first: say so.
+		var l control.ScenarioList
+		if a.call(c.Context, "GET", "/api/scenarios", nil, &l) == nil {
+			if before := onBefore(l.Scenarios, sc.Name); len(before) > 0 {
+				fmt.Fprintf(c.App.Writer, "     after %s (on): where both match, the earlier rules win (unicorn explain --remote TARGET)\n", strings.Join(before, ", "))
+			}
+		}
+	}
+	return nil
+}
+
+// onBefore returns the scenarios that are on and come before name in
+// priority order.
+func onBefore(list []control.ScenarioJSON, name string) []string {
+	var out []string
+	for _, sc := range list {
+		if sc.Name == name {
+			return out
+		}
+		if sc.On {
+			out = append(out, sc.Name)
+		}
+	}
 	return nil
 }
 
