@@ -56,9 +56,6 @@ func NewServiceIndex(set *rules.Set) (*ServiceIndex, error) {
 		list("regex", res)
 		list("ips", ips)
 		list("ports", ports)
-		if len(res)+len(ips)+len(ports)+s.NumNames() == 0 {
-			b.WriteString("    ports: []\n")
-		}
 	}
 	b.WriteString("rules:\n")
 	for _, n := range names {

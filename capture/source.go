@@ -39,14 +39,29 @@ func NewReader(r io.Reader) (Source, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pcapng: %w", err)
 		}
+		for i := 0; i < ng.NInterfaces(); i++ {
+			// The reader sizes its buffer by the interface's snap length.
+			if ifc, err := ng.Interface(i); err == nil && ifc.SnapLength > maxSnaplen {
+				return nil, fmt.Errorf("pcapng: interface %d has a snap length of %d bytes (at most %d expected): not a capture unicorn reads", i, ifc.SnapLength, maxSnaplen)
+			}
+		}
 		return ng, nil
 	}
 	pr, err := pcapgo.NewReader(br)
 	if err != nil {
 		return nil, fmt.Errorf("not a pcap or pcapng capture (%w)", err)
 	}
+	if pr.Snaplen() > maxSnaplen {
+		// The reader sizes its buffer by the snap length in the file
+		// header; no real capture keeps more than 256 KiB of a frame, and a
+		// frame longer than this ends the reading with an error.
+		pr.SetSnaplen(maxSnaplen)
+	}
 	return pr, nil
 }
+
+// maxSnaplen is the largest frame kept (libpcap's MAXIMUM_SNAPLEN).
+const maxSnaplen = 262144
 
 // File is a capture file opened for reading.
 type File struct {
