@@ -58,6 +58,9 @@ scenario (Chaos Unicorn Day: Infura, Etherscan and the Status cluster down).`,
 			eventsCommand(),
 			caCommand(),
 			routerCommand(),
+			captureCommand(),
+			reportCommand(),
+			discoverCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits, once
 	}
