@@ -3,7 +3,7 @@
 # tinyproxy), all measured in this run, on loopback only. `make bench`
 # builds bin/unicorn and runs this; see bench/README.md for the knobs.
 #
-# Sections (BENCH_ONLY="go load dns cache proxy socks intercept faults router" picks some):
+# Sections (BENCH_ONLY="go load dns cache proxy socks intercept faults router capture" picks some):
 #   go     Go benchmarks of rules/, dnsblock/, proxy/
 #   load   1M-name rule load: time to first blocked answer and RSS, vs dnsmasq
 #   dns    blocked-name qps, one core each, vs dnsmasq (bench/dns.sh)
@@ -13,6 +13,7 @@
 #   intercept  intercepted vs tunnelled HTTPS keep-alive req/s, leaf reuse (bench/intercept.sh)
 #   faults  no fault matched vs none configured; throttle and delay CPU per MB (bench/faults.sh)
 #   router transparent router mode vs plain forwarding, in namespaces (bench/router.sh; root)
+#   capture  unicorn report vs tshark -z conv,ip on a generated pcap: time and peak RSS (bench/report.sh)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 
@@ -26,7 +27,7 @@ cd "$ROOT"
 BENCH_SECONDS=${BENCH_SECONDS:-10}          # dnsperf and wrk duration per run
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}             # interleaved rounds; medians are printed
 BENCH_PROXY_ROUNDS=${BENCH_PROXY_ROUNDS:-5} # rounds of the (short, noisy) HTTPS and raw CONNECT runs
-BENCH_ONLY=${BENCH_ONLY:-go load dns cache proxy socks intercept faults router}
+BENCH_ONLY=${BENCH_ONLY:-go load dns cache proxy socks intercept faults router capture}
 BENCH_GOTIME=${BENCH_GOTIME:-1s}            # -benchtime of the Go benchmarks
 BENCH_LOAD_NAMES=${BENCH_LOAD_NAMES:-1000000}
 BENCH_DNS_NAMES=${BENCH_DNS_NAMES:-100000}
@@ -112,6 +113,8 @@ has intercept && . "$BENCH_DIR/intercept.sh"
 has faults && . "$BENCH_DIR/faults.sh"
 # shellcheck source=router.sh
 has router && . "$BENCH_DIR/router.sh"
+# shellcheck source=report.sh
+has capture && . "$BENCH_DIR/report.sh"
 
 stop "$FAKE_PID"
 
