@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 )
 
 // InfuraBlockNumber is the chain head the fake Infura reports: block
@@ -13,12 +14,15 @@ const InfuraBlockNumber = "0x7222c0"
 
 // infuraResults are the fixed answers of the fake Infura, by method.
 var infuraResults = map[string]any{
-	"eth_blockNumber":    InfuraBlockNumber,
-	"eth_chainId":        "0x1",
-	"net_version":        "1",
-	"eth_gasPrice":       "0x3b9aca00",
-	"eth_getBalance":     "0xde0b6b3a7640000",
-	"web3_clientVersion": "unicorn-testbed/fake-infura",
+	"eth_blockNumber": InfuraBlockNumber,
+	"eth_chainId":     "0x1",
+	"net_version":     "1",
+	"eth_gasPrice":    "0x3b9aca00",
+	"eth_getBalance":  "0xde0b6b3a7640000",
+	// eth_call: an ERC-20 balanceOf of 1000 tokens (18 decimals).
+	"eth_call":               "0x00000000000000000000000000000000000000000000003635c9adc5dea00000",
+	"eth_sendRawTransaction": "0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060",
+	"web3_clientVersion":     "unicorn-testbed/fake-infura",
 }
 
 // maxRPCBody bounds a JSON-RPC request body.
@@ -49,8 +53,15 @@ type rpcError struct {
 // eth_blockNumber, eth_chainId, net_version, eth_gasPrice, eth_getBalance
 // and web3_clientVersion with fixed values; other methods get error -32601
 // and malformed bodies -32700 or -32600, as a JSON-RPC server would.
+//
+// A WebSocket upgrade on any path is served by infuraWS: the same calls,
+// and eth_subscribe to newHeads.
 func Infura() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			infuraWS(w, r)
+			return
+		}
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
 			http.Error(w, "JSON-RPC wants POST", http.StatusMethodNotAllowed)
