@@ -350,7 +350,7 @@ func WriteProbeResults(w io.Writer, results []ProbeResult) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%-16s %-12s %8s %9s  %s\n", "SERVICE", "OUTCOME", "ATTEMPTS", "TIME", "DETAIL")
 	for _, r := range results {
-		d := r.Detail
+		d := strings.Join(strings.Fields(r.Detail), " ")
 		if len(d) > 100 {
 			d = d[:100] + "..."
 		}

@@ -61,6 +61,7 @@ scenario (Chaos Unicorn Day: Infura, Etherscan and the Status cluster down).`,
 			captureCommand(),
 			reportCommand(),
 			discoverCommand(),
+			testbedCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits, once
 	}
