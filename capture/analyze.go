@@ -36,9 +36,14 @@ func (s Side) String() string {
 // Options configure an Analyzer. The zero value reports without verdicts.
 type Options struct {
 	// Engine decides what the scenario does to each flow (with Peek: no
-	// counters, no events). OPTIONAL: nil reports attempts without
-	// blocked/leak verdicts.
+	// counters, no events), at the time of the flow's first packet: Report
+	// sets the engine's clock to the capture's time and switches its
+	// active scenarios on again at Since, so that phases count from there.
+	// OPTIONAL: nil reports attempts without blocked/leak verdicts.
 	Engine *rules.Engine
+	// Since is when the scenarios were switched on, for rules with phases.
+	// OPTIONAL: zero means the first packet of the capture.
+	Since time.Time
 	// Services attributes destinations to catalogue services. OPTIONAL:
 	// nil indexes the services of Engine's rule set.
 	Services *ServiceIndex

@@ -254,3 +254,34 @@ func TestGeneratorMakesTestdata(t *testing.T) {
 		}
 	}
 }
+
+// TestPhasesFollowTheCapture: a rule with phases decides each flow by the
+// time of its first packet, counted from the start of the capture.
+func TestPhasesFollowTheCapture(t *testing.T) {
+	set, err := rules.Parse("phased.yaml", []byte(`scenario: phased
+services:
+  infura: {domains: [infura.io]}
+rules:
+  - service: infura
+    phases:
+      - {for: 2s, action: allow}
+      - {action: reject}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := rules.NewEngine(set, []string{"phased"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The questions at 0 s and 1 s were allowed; the one at 3 s was not.
+	r := report(t, "rehearsal.pcap", capture.Options{Engine: eng})
+	if r.LeakCount() != 1 || r.Leaks[0].T != 3 || r.Leaks[0].Name != "mainnet.infura.io" {
+		t.Errorf("leaks %+v, want the question at 3 s only", r.Leaks)
+	}
+	// Starting the phases 5 s earlier makes every question a leak.
+	r = report(t, "rehearsal.pcap", capture.Options{Engine: eng, Since: capturetest.Start.Add(-5 * time.Second)})
+	if r.LeakCount() != 3 {
+		t.Errorf("with Since 5 s before: %d leaks, want 3", r.LeakCount())
+	}
+}

@@ -203,6 +203,7 @@ type builder struct {
 	groups  map[groupKey]*ServiceReport
 	resolv  map[netip.Addr]map[netip.Addr]int
 	start   time.Time
+	clock   time.Time // the engine's time while deciding
 	leakAll int
 }
 
@@ -221,9 +222,22 @@ func (a *Analyzer) Report() *Report {
 		resolv: map[netip.Addr]map[netip.Addr]int{},
 		start:  a.stats.First,
 	}
-	if a.opt.Engine != nil {
-		for _, sc := range a.opt.Engine.Active() {
+	if eng := a.opt.Engine; eng != nil {
+		for _, sc := range eng.Active() {
 			b.r.Scenarios = append(b.r.Scenarios, sc.Name)
+		}
+		// Decide at the capture's time; phases count from Since.
+		b.clock = a.opt.Since
+		if b.clock.IsZero() {
+			b.clock = a.stats.First
+		}
+		eng.SetClock(func() time.Time { return b.clock })
+		for _, st := range eng.Scenarios() {
+			if st.On {
+				if err := eng.Switch(st.Scenario.Name, true, st.Clients); err != nil {
+					panic(err) // the name came from the engine itself
+				}
+			}
 		}
 	}
 	for _, f := range a.order {
@@ -325,6 +339,7 @@ func (b *builder) addFlow(f *flow) {
 	dest := netip.AddrPortFrom(k.dst, k.dport).String() + "/" + k.proto.String()
 	fl := rules.Flow{Client: k.src, Layer: layer, Host: f.name, Addr: k.dst, Port: k.dport, Proto: rulesProto(k.proto)}
 	service := b.a.opt.Services.Service(fl)
+	b.clock = f.first
 	dec := b.peek(fl)
 	target := service
 	if target == "" {
@@ -488,6 +503,7 @@ func (b *builder) addQuery(q *query) {
 	if target == "" {
 		target = q.name
 	}
+	b.clock = q.time
 	dec := b.peek(fl)
 	g := b.group(q.client, service, target)
 	g.verdict(dec)

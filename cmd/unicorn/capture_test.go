@@ -115,6 +115,7 @@ func TestReportErrors(t *testing.T) {
 		{[]string{"report", "--format", "pdf", rehearsal}, 2, `--format "pdf" is not a format (want text, json or html)`},
 		{[]string{"report", "--side", "phone", rehearsal}, 2, `--side "phone"`},
 		{[]string{"report", "--resolver", "dns.example", rehearsal}, 2, "not an IP address"},
+		{[]string{"report", "--since", "yesterday", rehearsal}, 2, `--since "yesterday" is not a time`},
 		{[]string{"report", filepath.Join(dir, "missing.pcap")}, 1, "no such file"},
 		{[]string{"report", notPcap}, 1, "not a pcap or pcapng capture"},
 		{[]string{"discover"}, 2, "give one capture FILE"},

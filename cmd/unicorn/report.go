@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/chaos-unicorn/unicorn/capture"
 	"github.com/urfave/cli/v2"
@@ -36,6 +37,7 @@ on errors.`,
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write the report to `FILE` instead of standard output"},
 			&cli.StringFlag{Name: "side", Value: "inet", Usage: "where the capture was taken: inet (between unicorn and the internet) or device"},
 			&cli.StringSliceFlag{Name: "resolver", Usage: "the DNS server devices should use, `IP` (repeatable; default: each device's most used)"},
+			&cli.StringFlag{Name: "since", Usage: "when the scenarios were switched on, `TIME` in RFC 3339 (rules with phases count from it; default: the first packet)"},
 			&cli.BoolFlag{Name: "no-rules", Usage: "report attempts only, without verdicts or leaks"},
 		),
 		Action: func(c *cli.Context) error {
@@ -92,6 +94,13 @@ func newAnalyzer(c *cli.Context) (*capture.Analyzer, error) {
 			return nil, cli.Exit(fmt.Sprintf("unicorn %s: --resolver %q is not an IP address", c.Command.Name, s), 2)
 		}
 		opt.Resolvers = append(opt.Resolvers, a)
+	}
+	if s := c.String("since"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return nil, cli.Exit(fmt.Sprintf("unicorn %s: --since %q is not a time (want RFC 3339, e.g. 2019-04-01T09:00:00Z)", c.Command.Name, s), 2)
+		}
+		opt.Since = t
 	}
 	if !c.Bool("no-rules") {
 		e, err := newEngine(c)
