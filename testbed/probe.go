@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -68,6 +69,11 @@ type ProbeConfig struct {
 	// Backoff is the wait before the second attempt, doubled for each
 	// next one. OPTIONAL: 0 means 500ms.
 	Backoff time.Duration
+	// Dial connects to an "ip:port" (never a name: the probe resolves
+	// first, through Dial too) over "tcp" or "udp", e.g. from inside a
+	// device's network namespace (Netns.DialContext). OPTIONAL: nil dials
+	// from this process's network.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Outcome is how a service behaved for the probe, as a tester would note it.
@@ -115,28 +121,64 @@ func Probe(ctx context.Context, cfg ProbeConfig) []ProbeResult {
 }
 
 type prober struct {
-	cfg    ProbeConfig
-	dialer *net.Dialer
-	client *http.Client
+	cfg      ProbeConfig
+	resolver *net.Resolver
+	client   *http.Client
 }
 
 func newProber(cfg ProbeConfig) *prober {
-	d := &net.Dialer{}
-	if cfg.DNS != "" {
-		d.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var nd net.Dialer
-			return nd.DialContext(ctx, "udp", cfg.DNS)
-		}}
+	if cfg.Dial == nil {
+		var d net.Dialer
+		cfg.Dial = d.DialContext
 	}
+	// The resolver talks through Dial too: from a namespace, a device asks
+	// the resolver its own network reaches.
+	p := &prober{cfg: cfg, resolver: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, server string) (net.Conn, error) {
+		if cfg.DNS != "" {
+			server = cfg.DNS
+		}
+		return cfg.Dial(ctx, network, server)
+	}}}
 	tr := &http.Transport{
-		DialContext:       d.DialContext,
+		DialContext:       p.dial,
 		TLSClientConfig:   &tls.Config{RootCAs: cfg.RootCAs},
 		DisableKeepAlives: true, // every attempt connects anew, as a retry would
 	}
 	if cfg.Proxy != nil {
 		tr.Proxy = http.ProxyURL(cfg.Proxy)
 	}
-	return &prober{cfg: cfg, dialer: d, client: &http.Client{Transport: tr}}
+	p.client = &http.Client{Transport: tr}
+	return p
+}
+
+// dial resolves addr's host (through the probe's resolver) and connects to
+// its addresses in turn with cfg.Dial, as a device's stack would.
+func (p *prober) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return p.cfg.Dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
+	}
+	ips, err := p.resolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	var first error
+	for _, ip := range ips {
+		c, err := p.cfg.Dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, first
 }
 
 func (p *prober) probe(ctx context.Context, t ProbeTarget) ProbeResult {
@@ -285,7 +327,7 @@ func (p *prober) node(ctx context.Context, t ProbeTarget) (string, error) {
 	if !t.UDP || p.cfg.Proxy != nil {
 		return detail, nil
 	}
-	u, err := p.dialer.DialContext(ctx, "udp", t.Addr)
+	u, err := p.dial(ctx, "udp", t.Addr)
 	if err != nil {
 		return "", err
 	}
@@ -315,9 +357,9 @@ func (p *prober) node(ctx context.Context, t ProbeTarget) (string, error) {
 
 func (p *prober) dialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	if p.cfg.Proxy == nil {
-		return p.dialer.DialContext(ctx, "tcp", addr)
+		return p.dial(ctx, "tcp", addr)
 	}
-	c, err := p.dialer.DialContext(ctx, "tcp", p.cfg.Proxy.Host)
+	c, err := p.dial(ctx, "tcp", p.cfg.Proxy.Host)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
