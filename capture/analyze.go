@@ -17,8 +17,10 @@ type Side uint8
 // The sides of unicorn a capture can be taken on.
 const (
 	// SideInet: between unicorn and the internet. Any packet from a device
-	// to a blocked address or port, a completed handshake with a blocked
-	// name, or a DNS question for a blocked name got past unicorn.
+	// to a blocked address or port, and any completed handshake with a
+	// blocked name (known from DNS answers, SNI or Host), got past unicorn.
+	// DNS questions for blocked names are not leaks here: unicorn asks
+	// them itself to learn the names' addresses.
 	SideInet Side = iota
 	// SideDevice: between the devices and unicorn. Blocked flows are
 	// expected here; a leak is one that was answered anyway (a handshake

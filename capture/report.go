@@ -513,27 +513,21 @@ func (b *builder) addQuery(q *query) {
 	ok := q.answered && q.rcode == layers.DNSResponseCodeNoErr && len(q.addrs) > 0
 	b.attempt(g, ds, "dns", q.time, rc, ok)
 	g.addName(q, rc)
-	if !dec.Action.Blocking() || !dec.Action.AppliesTo(rules.LayerDNS) {
+	// On the internet side, questions for blocked names are expected:
+	// unicorn looks them up itself to learn their addresses, and behind
+	// its NAT they look like the devices'. What would leak is the
+	// connection after them, judged by flowLeak.
+	if b.a.opt.Side == SideInet || !dec.Action.Blocking() || !dec.Action.AppliesTo(rules.LayerDNS) {
 		return
 	}
-	real := false
 	for _, a := range q.addrs {
 		if !a.IsUnspecified() {
-			real = true
+			b.leak(Leak{
+				T: b.offset(q.time), Device: q.client, Target: target, Dest: netip.AddrPortFrom(q.server, 53).String() + "/dns",
+				Name: q.name, Reason: "blocked name resolved to real addresses", Rule: dec.Rule.Ref(), Packets: 1,
+			})
+			return
 		}
-	}
-	reason := ""
-	switch {
-	case b.a.opt.Side == SideInet:
-		reason = "DNS question for a blocked name reached the internet side"
-	case real:
-		reason = "blocked name resolved to real addresses"
-	}
-	if reason != "" {
-		b.leak(Leak{
-			T: b.offset(q.time), Device: q.client, Target: target, Dest: netip.AddrPortFrom(q.server, 53).String() + "/dns",
-			Name: q.name, Reason: reason, Rule: dec.Rule.Ref(), Packets: 1,
-		})
 	}
 }
 

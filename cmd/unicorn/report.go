@@ -26,9 +26,10 @@ flows that got past a rule that blocks them. Verdicts come from the rules
 
 Take the capture on the internet side of unicorn (--side inet, the default)
 to prove an outage held: there, any packet from a device to a blocked
-address, any completed handshake with a blocked name and any DNS question
-for a blocked name is a leak. On the device side (--side device) only
-blocked flows that were answered anyway count.
+address and any completed handshake with a blocked name is a leak (DNS
+questions are not: unicorn asks them itself). On the device side (--side
+device) only blocked flows that were answered anyway count, and blocked
+names resolved to real addresses.
 
 Exit status: 0 when nothing leaked, 3 when something did (for CI), 1 or 2
 on errors.`,
