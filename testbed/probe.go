@@ -17,6 +17,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // ProbeKind is what the probe does with a service.
@@ -121,9 +123,8 @@ func Probe(ctx context.Context, cfg ProbeConfig) []ProbeResult {
 }
 
 type prober struct {
-	cfg      ProbeConfig
-	resolver *net.Resolver
-	client   *http.Client
+	cfg    ProbeConfig
+	client *http.Client
 }
 
 func newProber(cfg ProbeConfig) *prober {
@@ -131,14 +132,7 @@ func newProber(cfg ProbeConfig) *prober {
 		var d net.Dialer
 		cfg.Dial = d.DialContext
 	}
-	// The resolver talks through Dial too: from a namespace, a device asks
-	// the resolver its own network reaches.
-	p := &prober{cfg: cfg, resolver: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, server string) (net.Conn, error) {
-		if cfg.DNS != "" {
-			server = cfg.DNS
-		}
-		return cfg.Dial(ctx, network, server)
-	}}}
+	p := &prober{cfg: cfg}
 	tr := &http.Transport{
 		DialContext:       p.dial,
 		TLSClientConfig:   &tls.Config{RootCAs: cfg.RootCAs},
@@ -161,7 +155,7 @@ func (p *prober) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return p.cfg.Dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
 	}
-	ips, err := p.resolver.LookupNetIP(ctx, "ip", host)
+	ips, err := p.lookup(ctx, host)
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +216,72 @@ func (p *prober) probe(ctx context.Context, t ProbeTarget) ProbeResult {
 		r.Outcome = Hung
 	}
 	return r
+}
+
+// lookup resolves host: with cfg.DNS, by asking it (A, then AAAA) over
+// UDP through cfg.Dial, as a device configured with that resolver would;
+// otherwise with the system's resolver.
+func (p *prober) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	if p.cfg.DNS == "" {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
+	var out []netip.Addr
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		m, err := p.exchange(ctx, host, qtype)
+		if err != nil {
+			return nil, fmt.Errorf("lookup %s on %s: %w", host, p.cfg.DNS, err)
+		}
+		if m.Rcode == dns.RcodeNameError {
+			return nil, fmt.Errorf("lookup %s on %s: no such host", host, p.cfg.DNS)
+		}
+		if m.Rcode != dns.RcodeSuccess {
+			return nil, fmt.Errorf("lookup %s on %s: %s", host, p.cfg.DNS, dns.RcodeToString[m.Rcode])
+		}
+		for _, rr := range m.Answer {
+			switch rr := rr.(type) {
+			case *dns.A:
+				if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+					out = append(out, a)
+				}
+			case *dns.AAAA:
+				if a, ok := netip.AddrFromSlice(rr.AAAA); ok {
+					out = append(out, a)
+				}
+			}
+		}
+		if len(out) > 0 {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("lookup %s on %s: no addresses", host, p.cfg.DNS)
+}
+
+func (p *prober) exchange(ctx context.Context, host string, qtype uint16) (*dns.Msg, error) {
+	c, err := p.cfg.Dial(ctx, "udp", p.cfg.DNS)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(host), qtype)
+	dc := &dns.Conn{Conn: c}
+	if err := dc.WriteMsg(q); err != nil {
+		return nil, err
+	}
+	for {
+		m, err := dc.ReadMsg()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+		if m.Id == q.Id {
+			return m, nil
+		}
+	}
 }
 
 func isTimeout(err error) bool {
