@@ -1,8 +1,26 @@
 package capture
 
 import (
+	"fmt"
+	"net"
+	"strings"
 	"time"
 )
+
+// CheckInterface returns an error naming the interfaces there are when
+// there is no interface called name.
+func CheckInterface(name string) error {
+	if _, err := net.InterfaceByName(name); err == nil {
+		return nil
+	}
+	var names []string
+	if ifs, err := net.Interfaces(); err == nil {
+		for _, i := range ifs {
+			names = append(names, i.Name)
+		}
+	}
+	return fmt.Errorf("capture: no interface %q (this machine has: %s)", name, strings.Join(names, ", "))
+}
 
 // LiveOptions configure Live.
 type LiveOptions struct {

@@ -26,6 +26,9 @@ func Live(ctx context.Context, w io.Writer, opt LiveOptions) (LiveStats, error) 
 	if snap <= 0 {
 		snap = 65535
 	}
+	if err := CheckInterface(opt.Iface); err != nil {
+		return st, err
+	}
 	h, err := pcapgo.NewEthernetHandle(opt.Iface)
 	if err != nil {
 		return st, fmt.Errorf("capture on %s: %w (capturing needs root or CAP_NET_RAW)", opt.Iface, err)

@@ -31,6 +31,10 @@ on unicorn's internet-side interface during the rehearsal, then:
 			if c.NArg() > 0 {
 				return cli.Exit("unicorn capture: no arguments expected (give --iface and --out)", 2)
 			}
+			// Before the output file: a typo must not truncate a capture.
+			if err := capture.CheckInterface(c.String("iface")); err != nil {
+				return err
+			}
 			path := c.String("out")
 			f, err := os.Create(path)
 			if err != nil {

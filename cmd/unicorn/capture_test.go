@@ -106,6 +106,15 @@ func TestReportErrors(t *testing.T) {
 	if err := os.WriteFile(notPcap, []byte("not a capture at all\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	kept := filepath.Join(dir, "x.pcap")
+	if err := os.WriteFile(kept, []byte("an earlier capture"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if data, _ := os.ReadFile(kept); string(data) != "an earlier capture" {
+			t.Errorf("a failed capture overwrote %s", kept)
+		}
+	}()
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -120,6 +129,7 @@ func TestReportErrors(t *testing.T) {
 		{[]string{"report", notPcap}, 1, "not a pcap or pcapng capture"},
 		{[]string{"discover"}, 2, "give one capture FILE"},
 		{[]string{"capture", "--iface", "lo"}, 1, "out"},
+		{[]string{"capture", "--iface", "nosuch0", "--out", filepath.Join(dir, "x.pcap")}, 1, `no interface "nosuch0" (this machine has: lo`},
 	} {
 		_, errs, code := runCLI(t, tc.args...)
 		if code != tc.code || !strings.Contains(errs, tc.want) {
