@@ -28,6 +28,8 @@ type serveParts struct {
 	dns    *dnsblock.Server
 	lns    *listeners
 	log    *slog.Logger
+	// clients is whom the DNS server and the listeners serve.
+	clients rules.ClientSet
 }
 
 func (l *listeners) listenTransparent(addr string) error {
@@ -193,6 +195,14 @@ func routerUp(c *cli.Context) error {
 		if err != nil {
 			return nil, cli.Exit(err.Error(), 2)
 		}
+		if lan, err := net.InterfaceByName(c.String("lan")); err == nil {
+			if addrs, err := lan.Addrs(); err == nil {
+				for _, n := range lanNotServed(addrs, p.clients) {
+					p.log.Warn("the LAN's devices are not among the clients unicorn serves: their DNS questions and connections will be refused",
+						"lan", c.String("lan"), "network", n, "fix", "add --allow-clients "+n)
+				}
+			}
+		}
 		guard, err := startGuard(r.ID())
 		if err != nil {
 			return nil, err
@@ -224,6 +234,38 @@ func routerUp(c *cli.Context) error {
 			}
 		}, nil
 	})
+}
+
+// lanNotServed lists the LAN's networks (from the interface's addresses,
+// link-local ones aside) that clients leaves out: a LAN on public or
+// documentation addresses, or with a global IPv6 prefix, needs
+// --allow-clients, or unicorn refuses every device on it.
+func lanNotServed(addrs []net.Addr, clients rules.ClientSet) []string {
+	var out []string
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if ip.IsLinkLocalUnicast() || ip.IsLoopback() {
+			continue
+		}
+		bits, _ := n.Mask.Size()
+		if ip.Is4() && bits > 32 {
+			bits -= 96
+		}
+		p, err := ip.Prefix(bits)
+		if err != nil || clients.Contains(ip) {
+			continue
+		}
+		out = append(out, p.String())
+	}
+	return out
 }
 
 // guardProc is the crash guard process.

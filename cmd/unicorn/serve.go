@@ -177,7 +177,7 @@ func serveWith(c *cli.Context, extra func(serveParts) (func(context.Context) err
 	sx := px.SOCKS(proxy.SOCKSConfig{Names: dnsSrv.Names().Lookup})
 	var extraRun func(context.Context) error
 	if extra != nil {
-		if extraRun, err = extra(serveParts{engine: engine, dns: dnsSrv, lns: &lns, log: log}); err != nil {
+		if extraRun, err = extra(serveParts{engine: engine, dns: dnsSrv, lns: &lns, log: log, clients: clients}); err != nil {
 			return err
 		}
 	}
