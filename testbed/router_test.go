@@ -272,11 +272,18 @@ func TestRouterRestores(t *testing.T) {
 	if f := forwarding(); f != "0 0" {
 		t.Fatalf("forwarding before: %q", f)
 	}
+	// The machine's own firewall: a table of its own, which router mode
+	// must leave exactly as it was, every way it ends.
+	topo.Router.Sh(t, "nft -f - <<'EOF'\n"+ownTable+"EOF")
+	own := topo.Router.Sh(t, "nft list table inet mine")
 	gone := func(what string) {
 		t.Helper()
 		waitFor(t, 10*time.Second, "no unicorn table after "+what, func() bool { return topo.Table(t) == "" })
 		if f := forwarding(); f != "0 0" {
 			t.Errorf("forwarding after %s: %q, want 0 0 as before", what, f)
+		}
+		if got := topo.Router.Sh(t, "nft list table inet mine 2>&1 || true"); got != own {
+			t.Errorf("the machine's own table after %s:\n%s\nwant it untouched:\n%s", what, got, own)
 		}
 	}
 
@@ -364,6 +371,17 @@ func TestRouterRestores(t *testing.T) {
 		gone("a renewed --ttl")
 	})
 }
+
+// ownTable stands for the firewall a machine has before router mode.
+const ownTable = `table inet mine {
+	set blocked { type ipv4_addr; elements = { 198.51.100.66 } }
+	chain input {
+		type filter hook input priority filter; policy accept;
+		ip saddr @blocked drop
+		tcp dport 2222 accept comment "the owner's rule"
+	}
+}
+`
 
 // TestBuiltinEncryptedDNS: the built-in optional scenario no-encrypted-dns
 // rejects the encrypted-dns service's names and its resolvers' addresses on
