@@ -42,7 +42,7 @@ func caFormatHelp() string {
 }
 
 func caDirFlag() cli.Flag {
-	return &cli.StringFlag{Name: "dir", Usage: "CA directory (default $UNICORN_HOME, else the user config directory + /unicorn)"}
+	return &cli.StringFlag{Name: "dir", Usage: "CA directory `DIR` (default $UNICORN_HOME, else the user config directory + /unicorn)"}
 }
 
 func caDir(c *cli.Context) (string, error) {
@@ -94,7 +94,7 @@ func caInitCommand() *cli.Command {
 		Flags: []cli.Flag{
 			caDirFlag(),
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing CA; devices must then trust the new one"},
-			&cli.DurationFlag{Name: "validity", Value: certs.DefaultValidity, Usage: "how long the CA is valid"},
+			&cli.DurationFlag{Name: "validity", Value: certs.DefaultValidity, Usage: "how long the CA is valid, a `DURATION`"},
 		},
 		Action: func(c *cli.Context) error {
 			dir, err := caDir(c)
@@ -175,8 +175,8 @@ func caExportCommand() *cli.Command {
 		UsageText: "unicorn ca export [--dir DIR] --format FORMAT [--out FILE]\n\nFORMAT is one of:" + caFormatHelp(),
 		Flags: []cli.Flag{
 			caDirFlag(),
-			&cli.StringFlag{Name: "format", Required: true, Usage: "one of " + caFormatNames()},
-			&cli.StringFlag{Name: "out", Usage: "write to FILE instead of stdout"},
+			&cli.StringFlag{Name: "format", Required: true, Usage: "`FORMAT`: one of " + caFormatNames()},
+			&cli.StringFlag{Name: "out", Usage: "write to `FILE` instead of stdout"},
 		},
 		Action: func(c *cli.Context) error {
 			name := c.String("format")

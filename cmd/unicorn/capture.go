@@ -24,8 +24,8 @@ on unicorn's internet-side interface during the rehearsal, then:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "iface", Aliases: []string{"i"}, Required: true, Usage: "capture on interface `IF` (e.g. eth0)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true, Usage: "write the capture to `FILE` (pcap)"},
-			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Usage: "stop after `D` (e.g. 30s, 10m; default: until Ctrl-C)"},
-			&cli.Int64Flag{Name: "count", Aliases: []string{"c"}, Usage: "stop after `N` packets"},
+			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, DefaultText: "until Ctrl-C", Usage: "stop after `D` (e.g. 30s, 10m)"},
+			&cli.Int64Flag{Name: "count", Aliases: []string{"c"}, DefaultText: "no limit", Usage: "stop after `N` packets"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {

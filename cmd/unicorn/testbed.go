@@ -49,7 +49,7 @@ func testbedUpCommand() *cli.Command {
 		Usage: "start the fake internet on loopback, until Ctrl-C or testbed down",
 		Flags: []cli.Flag{
 			stateFlag(),
-			&cli.IntFlag{Name: "node-port", Usage: "`PORT` of the Status nodes, TCP and UDP (default: 30303 if free, else any)"},
+			&cli.IntFlag{Name: "node-port", DefaultText: "30303 if free, else any", Usage: "`PORT` of the Status nodes, TCP and UDP"},
 		},
 		Action: func(c *cli.Context) error {
 			path := c.String("state")
@@ -147,9 +147,9 @@ testbed up.`,
 			stateFlag(),
 			&cli.StringFlag{Name: "proxy", Usage: "go through the HTTP proxy at `URL` (e.g. http://127.0.0.1:8080)"},
 			&cli.StringFlag{Name: "dns", Usage: "resolve names with the DNS server at `ADDR` (default: the testbed's resolver)"},
-			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "bound of each attempt"},
-			&cli.IntFlag{Name: "attempts", Value: 2, Usage: "attempts per service"},
-			&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "bound of each attempt, a `DURATION`"},
+			&cli.IntFlag{Name: "attempts", Value: 2, Usage: "`N` attempts per service"},
+			&cli.StringFlag{Name: "format", Value: "text", Usage: "`FORMAT`: text or json"},
 		},
 		Action: func(c *cli.Context) error {
 			st, err := readState(c.String("state"))
