@@ -73,6 +73,13 @@ func TestFakeInfura(t *testing.T) {
 	}{
 		{"call", `{"jsonrpc":"2.0","method":"eth_blockNumber","id":1}`,
 			`{"jsonrpc":"2.0","id":1,"result":"` + testbed.InfuraBlockNumber + `"}`},
+		// What a wallet asks (issue: eth_getBalance, eth_call, eth_sendRawTransaction).
+		{"balance", `{"jsonrpc":"2.0","method":"eth_getBalance","params":["0x01","latest"],"id":4}`,
+			`{"jsonrpc":"2.0","id":4,"result":"0xde0b6b3a7640000"}`},
+		{"eth_call", `{"jsonrpc":"2.0","method":"eth_call","params":[{"to":"0x01","data":"0x70a08231"},"latest"],"id":5}`,
+			`{"jsonrpc":"2.0","id":5,"result":"0x00000000000000000000000000000000000000000000003635c9adc5dea00000"}`},
+		{"send", `{"jsonrpc":"2.0","method":"eth_sendRawTransaction","params":["0xf86c"],"id":"tx"}`,
+			`{"jsonrpc":"2.0","id":"tx","result":"0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060"}`},
 		{"batch", `[{"jsonrpc":"2.0","method":"eth_chainId","id":"a"},{"jsonrpc":"2.0","method":"net_version","id":2}]`,
 			`[{"jsonrpc":"2.0","id":"a","result":"0x1"},{"jsonrpc":"2.0","id":2,"result":"1"}]`},
 		{"unknown method", `{"jsonrpc":"2.0","method":"eth_nosuch","id":3}`,

@@ -50,8 +50,8 @@ type rpcError struct {
 
 // Infura returns a fake Infura JSON-RPC endpoint. It accepts POST on any
 // path (Infura's are /v3/PROJECT-ID) with one call or a batch, and answers
-// eth_blockNumber, eth_chainId, net_version, eth_gasPrice, eth_getBalance
-// and web3_clientVersion with fixed values; other methods get error -32601
+// eth_blockNumber, eth_chainId, net_version, eth_gasPrice, eth_getBalance,
+// eth_call, eth_sendRawTransaction and web3_clientVersion with fixed values; other methods get error -32601
 // and malformed bodies -32700 or -32600, as a JSON-RPC server would.
 //
 // A WebSocket upgrade on any path is served by infuraWS: the same calls,
