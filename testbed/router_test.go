@@ -486,6 +486,12 @@ func TestRouterDryRun(t *testing.T) {
 			t.Errorf("dry run lacks %q (exit %d):\n%s%s", want, r.Code, r.Stdout, r.Stderr)
 		}
 	}
+	// Without --ttl, router mode reverts after 4 hours.
+	_, exp, _ := strings.Cut(r.Stdout, "expires=")
+	exp, _, _ = strings.Cut(exp, " ")
+	if at, err := time.Parse(time.RFC3339, exp); err != nil || time.Until(at) < 4*time.Hour-time.Minute || time.Until(at) > 4*time.Hour {
+		t.Errorf("dry run expires %q (%v), want about 4h from now (the default --ttl)", exp, err)
+	}
 	if r := Run(t, "router", "up", "--dry-run"); r.Code == 0 || !strings.Contains(r.Stderr, "lan") {
 		t.Errorf("router up without --lan: exit %d, %s", r.Code, r.Stderr)
 	}
