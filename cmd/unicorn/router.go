@@ -348,10 +348,14 @@ func routerDown(c *cli.Context) error {
 	return nil
 }
 
-// needRoot says that reading or changing the firewall needs root.
+// needRoot says that reading or changing the firewall needs root, and
+// nft.
 func needRoot(cmd string) error {
 	if os.Geteuid() != 0 {
 		return cli.Exit(fmt.Sprintf("unicorn router %s reads the firewall (nftables): run it as root (sudo unicorn router %s)", cmd, cmd), 1)
+	}
+	if err := (router.NFT{}).Check(); err != nil {
+		return cli.Exit(fmt.Sprintf("unicorn router %s: %v", cmd, err), 1)
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"net"
+	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/chaos-unicorn/unicorn/rules"
@@ -36,5 +38,20 @@ func TestLANNotServed(t *testing.T) {
 	}
 	if got, want := lanNotServed(lan, allowed), []string{"192.168.1.0/24"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("--allow-clients 192.0.2.0/24 2001:db8:1::/64: %q, want %q", got, want)
+	}
+}
+
+// TestRouterWithoutNFT: on a machine without nft, router status, down and
+// renew say what to install instead of an exec error.
+func TestRouterWithoutNFT(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: router status asks for root before it looks for nft")
+	}
+	t.Setenv("PATH", t.TempDir())
+	for _, cmd := range []string{"status", "down", "renew"} {
+		_, stderr, code := runCLI(t, "router", cmd)
+		if code != 1 || !strings.Contains(stderr, "nft (nftables) is not installed: apt-get install nftables") {
+			t.Errorf("router %s without nft: exit %d, %q; want it to say what to install", cmd, code, stderr)
+		}
 	}
 }
