@@ -291,3 +291,68 @@ func scanCRLF(data []byte, atEOF bool) (int, []byte, error) {
 	}
 	return 0, nil, nil
 }
+
+// TestCaptureStopsByItself: --duration ends the capture on time and
+// --count after that many packets, each with a clean exit and the file
+// written, without a Ctrl-C.
+func TestCaptureStopsByItself(t *testing.T) {
+	if why := testbed.NetnsUnavailable(); why != "" {
+		t.Skip("live capture needs a network namespace:", why)
+	}
+	a := testbed.NewNetns(t, "cap")
+	b := testbed.NewNetns(t, "peer")
+	testbed.Veth(t, a, "192.0.2.1/24", b, "192.0.2.2/24")
+	// capture runs unicorn capture in a, while b sends a datagram every
+	// 100 ms (at most 100), and returns the file's packets and how long
+	// the capture ran.
+	capture1 := func(args ...string) (int64, time.Duration) {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "stop.pcap")
+		argv := a.Exec(os.Args[0])
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), mainArgsEnv+"="+strings.Join(append([]string{"capture", "--iface", "veth0", "--out", out}, args...), "\n"))
+		var log strings.Builder
+		cmd.Stdout, cmd.Stderr = &log, &log
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		send := b.Exec("bash", "-c", "echo ping >/dev/udp/192.0.2.1/30303")
+		var err error
+	wait:
+		for i := 0; ; i++ {
+			select {
+			case err = <-done:
+				break wait
+			case <-time.After(100 * time.Millisecond):
+			}
+			if i == 100 {
+				cmd.Process.Kill() // by its own pid
+				t.Fatalf("unicorn capture %s still running after 10 s:\n%s", strings.Join(args, " "), log.String())
+			}
+			exec.Command(send[0], send[1:]...).Run()
+		}
+		elapsed := time.Since(start)
+		if err != nil || !strings.Contains(log.String(), "wrote ") {
+			t.Fatalf("unicorn capture %s: %v\n%s", strings.Join(args, " "), err, log.String())
+		}
+		f, err := capture.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		an, _ := capture.NewAnalyzer(capture.Options{})
+		if err := an.ReadFrom(f); err != nil {
+			t.Fatal(err)
+		}
+		return an.Report().Stats.Packets, elapsed
+	}
+	if n, el := capture1("--duration", "1500ms"); el < 1400*time.Millisecond || el > 8*time.Second || n == 0 {
+		t.Errorf("--duration 1500ms: ran %v with %d packets, want about 1.5 s and some packets", el, n)
+	}
+	if n, _ := capture1("--count", "3"); n != 3 {
+		t.Errorf("--count 3: %d packets in the file, want 3", n)
+	}
+}
