@@ -122,7 +122,11 @@ func (p *Proxy) serveTransparent(c net.Conn) {
 		}
 	}
 	if !done {
-		pk, _ = peek(c, pk.data, start.Add(p.peekFor))
+		pc := c
+		if early != nil {
+			pc = early.peekConn()
+		}
+		pk, _ = peek(pc, pk.data, start.Add(p.peekFor))
 	}
 	switch pk.kind {
 	case peekTLS:

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,7 +17,8 @@ import (
 type earlyDial struct {
 	done   chan struct{} // closed when the goroutine is over
 	cancel context.CancelFunc
-	client net.Conn // whose peek a server's first bytes end
+	client net.Conn    // whose peek a server's first bytes end
+	spoke  atomic.Bool // the server sent its first bytes: the peek is over
 
 	mu      sync.Mutex
 	stopped bool // finish was called: no read may start
@@ -48,7 +50,10 @@ func (p *Proxy) dialEarly(c net.Conn, dst netip.AddrPort) *earlyDial {
 		e.first = buf[:n]
 		e.mu.Unlock()
 		if n > 0 {
-			c.SetReadDeadline(time.Now()) // the server spoke: stop waiting for the client
+			// The server spoke: stop waiting for the client. A peek that
+			// sets its deadline after this sees spoke (peekConn).
+			e.spoke.Store(true)
+			c.SetReadDeadline(time.Now())
 		}
 	}()
 	return e
@@ -80,4 +85,25 @@ func (e *earlyDial) finish(use bool) (net.Conn, []byte, error) {
 		return nil, nil, nil
 	}
 	return e.conn, e.first, nil
+}
+
+// peekConn is the client connection for the peek that follows the early
+// dial: a read deadline the peek sets after the server has spoken would
+// undo the wake-up, and the client would wait the whole peek bound.
+func (e *earlyDial) peekConn() net.Conn { return earlyPeekConn{e.client, e} }
+
+// earlyPeekConn keeps a read deadline in the past once the server spoke.
+type earlyPeekConn struct {
+	net.Conn
+	e *earlyDial
+}
+
+func (c earlyPeekConn) SetReadDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	if !t.IsZero() && c.e.spoke.Load() {
+		return c.Conn.SetReadDeadline(time.Now())
+	}
+	return nil
 }
