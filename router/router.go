@@ -81,6 +81,7 @@ type Router struct {
 	names   map[string]*learned // lower-case name -> what it resolved to
 	inSets  map[string]bool     // "set addr" already in a set
 	pending map[string]bool     // names queued or being looked up
+	gen     uint32              // the ruleset's generation (Params.Gen)
 
 	unwatch func() // stops OnChange
 
@@ -136,6 +137,9 @@ func New(cfg Config) (*Router, error) {
 		changed: make(chan struct{}, 1),
 		renew:   make(chan struct{}, 1),
 	}
+	// The first generation is random: conntrack entries that outlive an
+	// earlier run keep that run's mark, which must not pass as decided.
+	r.gen = 1 + (uint32(id[0])<<8|uint32(id[1]))%MaxGen
 	r.meta = Meta{ID: r.id, PID: os.Getpid(), LAN: cfg.LAN, Expires: time.Now().Add(cfg.TTL)}
 	return r, nil
 }
@@ -407,6 +411,10 @@ func (r *Router) learned(res learnResult) {
 	if len(add) == 0 {
 		return
 	}
+	// A new generation, in the same transaction: open flows to the
+	// addresses now blocked are decided again at their next packet.
+	r.gen = NextGen(r.gen)
+	add = append(add, Regenerate(r.cfg.LAN, r.gen)...)
 	r.log.Info("blocking the addresses of a blocked name", "name", res.name, "addrs", fmt.Sprint(res.addrs))
 	if err := r.cfg.NFT.Apply(strings.Join(add, "\n") + "\n"); err != nil {
 		r.log.Warn("cannot add learned addresses; reinstalling the table", "err", err)
@@ -463,6 +471,7 @@ func (r *Router) params() Params {
 		Scenarios: r.cfg.Engine.Scenarios(),
 		Learned:   r.attribute(r.names),
 		Comment:   r.meta.String(),
+		Gen:       r.gen,
 	}
 }
 
@@ -474,6 +483,7 @@ func (r *Router) reinstall() {
 	if !r.up {
 		return
 	}
+	r.gen = NextGen(r.gen) // open flows are decided again by the new rules
 	p := r.params()
 	clear(r.inSets)
 	pos := positions(p.Scenarios)

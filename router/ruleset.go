@@ -31,6 +31,65 @@ type Params struct {
 	Learned map[*rules.Rule][]netip.Addr
 	// Comment marks the table: who installed it, until when (see Meta).
 	Comment string
+	// Gen is the ruleset's generation, 1 to MaxGen (0 counts as 1): the
+	// forward chain lets the packets of a flow decided under this very
+	// generation through at once (see ForwardRules). Each change of the
+	// rules or the sets takes the next one (NextGen).
+	Gen uint32
+}
+
+// The generation mark: the bits of the conntrack mark that unicorn owns.
+// A forwarded flow from the LAN that the rules let through gets the
+// ruleset's generation in these bits; its later packets, both ways, are
+// accepted by one comparison instead of crossing every rule again. A
+// change of the rules or of the learned sets installs a new generation,
+// so the next packet of every open flow is decided again by the rules now
+// in force. The other bits of the mark stay as they are: other firewalls
+// (connmark policy routing, VPN clients) keep theirs.
+const (
+	GenMask uint32 = 0xfff00000
+	// MaxGen is the highest generation; NextGen wraps to 1 after it.
+	MaxGen uint32 = GenMask >> genShift
+)
+
+// genShift places a generation in GenMask.
+const genShift = 20
+
+// NextGen returns the generation after g.
+func NextGen(g uint32) uint32 {
+	if g >= MaxGen {
+		return 1
+	}
+	return g + 1
+}
+
+// Regenerate returns the nft commands that put generation gen in force
+// without replacing the table (after a change of the learned sets, in the
+// same transaction): the forward chain's rules, replaced.
+func Regenerate(lan string, gen uint32) []string {
+	out := []string{fmt.Sprintf("flush chain %s %s forward", Family, Table)}
+	for _, l := range ForwardRules(lan, gen) {
+		out = append(out, fmt.Sprintf("add rule %s %s forward %s", Family, Table, l))
+	}
+	return out
+}
+
+// ForwardRules returns the rules of the forward chain for generation gen
+// on the LAN interface lan (see GenMask): a flow decided under gen passes
+// at once; every other packet from the LAN crosses the decide chain,
+// whose matching rule rejects, drops or returns; a packet that returns is
+// let through and its flow marked with gen.
+func ForwardRules(lan string, gen uint32) []string {
+	if gen == 0 || gen > MaxGen {
+		gen = 1
+	}
+	lan = quote(lan)
+	mark := gen << genShift
+	return []string{
+		fmt.Sprintf("ct mark and 0x%08x == 0x%08x accept", GenMask, mark),
+		fmt.Sprintf("iifname %s jump decide", lan),
+		fmt.Sprintf("iifname %s ct mark set ct mark and 0x%08x or 0x%08x", lan, ^GenMask, mark),
+	}
 }
 
 // Script returns the nft script that installs the table from scratch in
@@ -77,14 +136,15 @@ func Define(p Params) string {
 	}
 
 	# What is still forwarded (UDP, ICMP, other protocols) crosses the
-	# rules of the scenarios that are on, in priority order.
+	# rules of the scenarios that are on, in priority order, once per
+	# flow and ruleset generation (the conntrack mark's bits %[4]s).
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		iifname %[1]s jump decide
+`, lan, p.DNSPort, p.TransparentPort, fmt.Sprintf("0x%08x", GenMask))
+	for _, l := range ForwardRules(p.LAN, p.Gen) {
+		fmt.Fprintf(&b, "\t\t%s\n", l)
 	}
-
-	chain decide {
-`, lan, p.DNSPort, p.TransparentPort)
+	b.WriteString("\t}\n\n\tchain decide {\n")
 	for _, l := range rs.lines {
 		fmt.Fprintf(&b, "\t\t%s\n", l)
 	}
@@ -229,8 +289,9 @@ func hasNames(r *rules.Rule) bool {
 // verdicts maps an action onto the firewall, as DESIGN.md's table says:
 // reject is a reset (TCP) or an ICMP port unreachable, blackhole a drop,
 // sinkhole (connect nowhere) a reject; every other action passes this
-// layer untouched (accept), which also ends the search, as the first
-// matching rule does in the engine.
+// layer untouched (return: the forward chain marks the flow and accepts
+// it), which also ends the search, as the first matching rule does in
+// the engine.
 func verdicts(a rules.Action, transport string) []string {
 	switch a {
 	case rules.ActionReject, rules.ActionSinkhole:
@@ -244,7 +305,7 @@ func verdicts(a rules.Action, transport string) []string {
 	case rules.ActionBlackhole:
 		return []string{"drop"}
 	}
-	return []string{"accept"}
+	return []string{"return"}
 }
 
 // intersect returns the devices in both scopes (nil: every device); all

@@ -44,7 +44,7 @@ func testParams(t *testing.T) Params {
 	return Params{
 		LAN: "lan0", TransparentPort: 15001, DNSPort: 53, Scenarios: e.Scenarios(),
 		Learned: map[*rules.Rule][]netip.Addr{infura: {netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("2001:db8:3::10")}},
-		Comment: "unicorn test",
+		Comment: "unicorn test", Gen: 7,
 	}
 }
 
@@ -54,7 +54,9 @@ func TestDefine(t *testing.T) {
 		`iifname "lan0" meta l4proto { tcp, udp } th dport 53 redirect to :53`,
 		`iifname "lan0" meta l4proto tcp redirect to :15001`,
 		`set n1_4 {`, `elements = { 203.0.113.10 }`, `elements = { 2001:db8:3::10 }`,
-		`ip daddr @n0_4 accept comment "t rules[0] (t.yaml:8): allow"`,
+		// an allowed flow returns to the forward chain, which marks it
+		`ip daddr @n0_4 return comment "t rules[0] (t.yaml:8): allow"`,
+		"ct mark and 0xfff00000 == 0x00700000 accept\n\t\tiifname \"lan0\" jump decide\n\t\tiifname \"lan0\" ct mark set ct mark and 0x000fffff or 0x00700000\n",
 		`ip6 daddr @n1_6 drop`,
 		// overlapping prefixes merged, ports merged per protocol, clients scoped
 		`ip saddr { 192.0.2.10 } ip daddr { 203.0.113.0/24 } udp dport { 30300-30310 } reject with icmpx type port-unreachable`,
@@ -94,6 +96,11 @@ func TestScriptApplies(t *testing.T) {
 			t.Fatalf("listed table lacks the learned address:\n%s", out)
 		}
 	}
+	// A change of the learned sets puts a new generation in force in place.
+	regen := "add element inet unicorn n1_4 { 203.0.113.99 }\n" + strings.Join(Regenerate("lan0", MaxGen), "\n") + "\n"
+	if out := ns.Sh(t, "nft -f - <<'EOF'\n"+regen+"EOF\nnft list chain inet unicorn forward"); !strings.Contains(out, "ct mark 0xfff00000/12 accept") || strings.Contains(out, "0x00700000") {
+		t.Errorf("forward chain after Regenerate(MaxGen):\n%s", out)
+	}
 	ns.Sh(t, "nft delete table inet unicorn")
 	if out := ns.Sh(t, "nft list tables"); strings.Contains(out, "unicorn") {
 		t.Errorf("table left: %s", out)
@@ -125,5 +132,18 @@ func TestDefineScenarioScope(t *testing.T) {
 	def = Define(Params{LAN: "lan0", TransparentPort: 1, DNSPort: 2, Scenarios: e.Scenarios()})
 	if strings.Contains(def, "comment \"t rules") {
 		t.Errorf("lines of a scenario that is off:\n%s", def)
+	}
+}
+
+// TestNextGen: generations run from 1 to MaxGen and wrap to 1, never 0
+// (the mark of a flow unicorn never decided).
+func TestNextGen(t *testing.T) {
+	for _, c := range [][2]uint32{{0, 1}, {1, 2}, {MaxGen - 1, MaxGen}, {MaxGen, 1}} {
+		if got := NextGen(c[0]); got != c[1] {
+			t.Errorf("NextGen(%d) = %d, want %d", c[0], got, c[1])
+		}
+	}
+	if MaxGen<<genShift != GenMask {
+		t.Errorf("MaxGen %#x does not fill GenMask %#x", MaxGen, GenMask)
 	}
 }
