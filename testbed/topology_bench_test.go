@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -10,8 +11,10 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -26,12 +29,18 @@ const (
 
 // TestRouterThroughput measures router mode against plain kernel
 // forwarding, and against forwarding with NAT, in the same topology,
-// interleaved: raw TCP and HTTPS
+// interleaved (the order of the modes turns each round, so that a drift
+// of the machine's load spreads over all of them): raw TCP and HTTPS
 // download through the transparent listener, TCP connection rate, and
-// forwarded UDP crossing the nftables sets. It is a measurement, not a
-// check: bench/router.sh (make bench) runs it with UNICORN_ROUTER_BENCH=1
-// and prints the ratios; under plain go test it is skipped. Each result
-// is one line: "ROUTERBENCH name unicorn baseline" (medians).
+// forwarded UDP crossing the nftables sets. A fourth mode, a minimal Go
+// relay (two io.Copy, kernel splice) in the router's namespace, shows
+// what any userspace hop costs the TCP measurements. It is a measurement,
+// not a check: bench/router.sh (make bench) runs it with
+// UNICORN_ROUTER_BENCH=1 and prints the ratios; under plain go test it is
+// skipped. Each result is one line,
+// "ROUTERBENCH name unicorn baseline ratio ratio_min ratio_max": the
+// medians of both, then the median, lowest and highest of the per-round
+// ratios (each round's modes ran back to back).
 func TestRouterThroughput(t *testing.T) {
 	if os.Getenv("UNICORN_ROUTER_BENCH") != "1" {
 		t.Skip("a measurement: make bench runs it (bench/router.sh, UNICORN_ROUTER_BENCH=1)")
@@ -52,9 +61,12 @@ func TestRouterThroughput(t *testing.T) {
 	sink := net.JoinHostPort(SiteAddr4, benchSinkPort)
 	quick := net.JoinHostPort(SiteAddr4, benchQuickPort)
 	udp := net.JoinHostPort(SiteAddr4, benchUDPPort)
-	big := "https://" + net.JoinHostPort(SiteAddr4, benchHTTPSPort) + "/big?n=" + strconv.FormatInt(httpsBytes, 10)
+	https := net.JoinHostPort(SiteAddr4, benchHTTPSPort)
+	big := "https://" + https + "/big?n=" + strconv.FormatInt(httpsBytes, 10)
+	relays := startBenchRelays(t, topo, sink, quick, https)
+	t.Logf("load average at start: %s", loadavg())
 
-	res := map[string]map[string][]float64{} // metric -> mode -> values
+	res := map[string]map[string][]float64{} // metric -> mode -> values (one per round)
 	note := func(metric, mode string, v float64) {
 		if res[metric] == nil {
 			res[metric] = map[string][]float64{}
@@ -62,21 +74,61 @@ func TestRouterThroughput(t *testing.T) {
 		res[metric][mode] = append(res[metric][mode], v)
 		t.Logf("%s %s: %.4g", metric, mode, v)
 	}
-	measure := func(mode string) {
-		if v, err := rawTCP(ctx, topo.Phone, sink, rawBytes); err != nil {
+	// measure runs every measurement; to, when not nil, maps the
+	// destination a device dials onto the address it really dials (the
+	// relay's), keeping the TLS name and URL as they are.
+	// cpu notes the CPU seconds the bench process (clients, servers and
+	// the Go relay) and unicorn (pid, 0: none) spent per unit of work.
+	cpu := map[string]map[string][2][]float64{} // metric -> mode -> {self, unicorn}
+	timed := func(metric, mode string, pid int, units func(v float64) float64, f func() (float64, error)) (float64, error) {
+		s0, u0 := selfCPU(), procCPU(pid)
+		v, err := f()
+		if err == nil && units(v) > 0 {
+			if cpu[metric] == nil {
+				cpu[metric] = map[string][2][]float64{}
+			}
+			c := cpu[metric][mode]
+			c[0] = append(c[0], (selfCPU()-s0)/units(v))
+			c[1] = append(c[1], (procCPU(pid)-u0)/units(v))
+			cpu[metric][mode] = c
+		}
+		return v, err
+	}
+	gb := func(n int64) func(float64) float64 { return func(float64) float64 { return float64(n) / 1e9 } }
+	conns := func(v float64) float64 { return v * window.Seconds() / 1e6 } // CPU µs per connection
+	// measure runs every measurement; to, when not nil, maps the
+	// destination a device dials onto the address it really dials (the
+	// relay's), keeping the TLS name and URL as they are.
+	measure := func(mode string, pid int, to map[string]string) {
+		dst := func(a string) string {
+			if to[a] != "" {
+				return to[a]
+			}
+			return a
+		}
+		if v, err := timed("raw_tcp_gbit", mode, pid, gb(rawBytes), func() (float64, error) {
+			return rawTCP(ctx, topo.Phone, dst(sink), rawBytes)
+		}); err != nil {
 			t.Errorf("%s raw TCP: %v", mode, err)
 		} else {
 			note("raw_tcp_gbit", mode, v)
 		}
-		if v, err := httpsDownload(topo.Phone, big, httpsBytes); err != nil {
+		if v, err := timed("https_gbit", mode, pid, gb(httpsBytes), func() (float64, error) {
+			return httpsDownload(topo.Phone, dst(https), big, httpsBytes)
+		}); err != nil {
 			t.Errorf("%s HTTPS: %v", mode, err)
 		} else {
 			note("https_gbit", mode, v)
 		}
-		if v, err := connRate(ctx, topo.Phone, quick, window); err != nil {
+		if v, err := timed("tcp_conn_per_s", mode, pid, conns, func() (float64, error) {
+			return connRate(ctx, topo.Phone, dst(quick), window)
+		}); err != nil {
 			t.Errorf("%s connection rate: %v", mode, err)
 		} else {
 			note("tcp_conn_per_s", mode, v)
+		}
+		if to != nil {
+			return // the relay is for TCP; its UDP is the baseline's
 		}
 		if v, err := udpRate(ctx, topo, udp, window); err != nil {
 			t.Errorf("%s UDP: %v", mode, err)
@@ -84,28 +136,165 @@ func TestRouterThroughput(t *testing.T) {
 			note("udp_gbit", mode, v)
 		}
 	}
-	for range rounds {
-		topo.Forward(t)
-		measure("baseline")
-		// What any home router does besides forwarding: NAT, which
-		// router mode does too (conntrack on every packet).
-		topo.Router.Sh(t, "nft -f - <<'EOF'\n"+benchNAT+"EOF")
-		measure("nat")
-		topo.Router.Sh(t, "nft delete table inet benchnat")
-		// router up turns forwarding on itself and restores it (to on) on exit.
-		u := topo.StartRouter(t, "--log-level", "warn")
-		measure("unicorn")
-		if err := u.Stop(); err != nil {
-			t.Fatalf("stopping router mode: %v", err)
-		}
-		if topo.Table(t) != "" {
-			t.Fatalf("router mode left its table")
+	modes := []func(){
+		func() {
+			topo.Forward(t)
+			measure("baseline", 0, nil)
+		},
+		func() {
+			// What any home router does besides forwarding: NAT, which
+			// router mode does too (conntrack on every packet).
+			topo.Forward(t)
+			topo.Router.Sh(t, "nft -f - <<'EOF'\n"+benchNAT+"EOF")
+			measure("nat", 0, nil)
+			topo.Router.Sh(t, "nft delete table inet benchnat")
+		},
+		func() {
+			// router up turns forwarding on itself and restores it (to on) on exit.
+			u := topo.StartRouter(t, "--log-level", "warn")
+			measure("unicorn", u.Pid(), nil)
+			if err := u.Stop(); err != nil {
+				t.Fatalf("stopping router mode: %v", err)
+			}
+			if topo.Table(t) != "" {
+				t.Fatalf("router mode left its table")
+			}
+		},
+		func() {
+			topo.Forward(t)
+			measure("relay", 0, relays)
+		},
+	}
+	for i := range rounds {
+		for j := range modes {
+			modes[(i+j)%len(modes)]()
 		}
 	}
+	t.Logf("load average at end: %s", loadavg())
 	for _, m := range []string{"raw_tcp_gbit", "https_gbit", "tcp_conn_per_s", "udp_gbit"} {
-		fmt.Printf("ROUTERBENCH %s %.4g %.4g\n", m, median(res[m]["unicorn"]), median(res[m]["baseline"]))
-		fmt.Printf("ROUTERBENCH %s_vs_nat %.4g %.4g\n", m, median(res[m]["unicorn"]), median(res[m]["nat"]))
+		for _, base := range []string{"baseline", "nat", "relay"} {
+			b := res[m][base]
+			if len(b) == 0 {
+				continue
+			}
+			name := m
+			if base != "baseline" {
+				name += "_vs_" + base
+			}
+			r := ratios(res[m]["unicorn"], b)
+			fmt.Printf("ROUTERBENCH %s %.4g %.4g %.3f %.3f %.3f\n", name, median(res[m]["unicorn"]), median(b),
+				median(r), slices.Min(r), slices.Max(r))
+		}
+		for _, mode := range []string{"baseline", "nat", "unicorn", "relay"} {
+			if c := cpu[m][mode]; len(c[0]) > 0 {
+				// CPU seconds per GB, or µs per connection.
+				fmt.Printf("ROUTERCPU %s %s bench_process %.3g unicorn %.3g\n", m, mode, median(c[0]), median(c[1]))
+			}
+		}
+		if b := res[m]["relay"]; len(b) > 0 {
+			r := ratios(b, res[m]["baseline"])
+			fmt.Printf("ROUTERBENCH %s_relay_vs_baseline %.4g %.4g %.3f %.3f %.3f\n", m, median(b), median(res[m]["baseline"]),
+				median(r), slices.Min(r), slices.Max(r))
+		}
 	}
+}
+
+// ratios returns a[i]/b[i] for the rounds both have.
+func ratios(a, b []float64) []float64 {
+	var r []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			r = append(r, a[i]/b[i])
+		}
+	}
+	if len(r) == 0 {
+		r = []float64{0}
+	}
+	return r
+}
+
+// selfCPU is the CPU time (user and system) of this process, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// procCPU is the CPU time of process pid (0: none), in seconds, from
+// /proc/PID/stat (utime and stime, in clock ticks of 1/100 s).
+func procCPU(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return float64(ut+st) / 100
+}
+
+// loadavg is the machine's load average, for the log: neighbours move
+// the absolute numbers.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}
+
+// startBenchRelays starts, in the router's namespace, a minimal Go relay
+// for each of targets: it accepts on the router's LAN address and relays
+// to the target with two io.Copy between *net.TCPConn (kernel splice), as
+// plain as a userspace hop gets. It returns target -> relay address.
+func startBenchRelays(t *testing.T, topo *Topology, targets ...string) map[string]string {
+	out := map[string]string{}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	for i, target := range targets {
+		l, err := topo.Router.Listen("tcp", net.JoinHostPort(RouterLAN4, strconv.Itoa(9100+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		out[target] = l.Addr().String()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer c.Close()
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					up, err := topo.Router.DialContext(ctx, "tcp", target)
+					cancel()
+					if err != nil {
+						return
+					}
+					defer up.Close()
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						io.Copy(c.(*net.TCPConn), up.(*net.TCPConn))
+						c.(*net.TCPConn).CloseWrite()
+					}()
+					io.Copy(up.(*net.TCPConn), c.(*net.TCPConn))
+					up.(*net.TCPConn).CloseWrite()
+					<-done
+				}()
+			}
+		}()
+	}
+	return out
 }
 
 // benchNAT is forwarding with masquerade and nothing else, in a table of
@@ -235,10 +424,14 @@ func rawTCP(ctx context.Context, ns *Netns, addr string, n int64) (float64, erro
 	return gbit(n, time.Since(start)), nil
 }
 
-// httpsDownload fetches u (n bytes) and returns Gbit/s.
-func httpsDownload(ns *Netns, u string, n int64) (float64, error) {
+// httpsDownload fetches u (n bytes), connecting to addr, and returns Gbit/s.
+func httpsDownload(ns *Netns, addr, u string, n int64) (float64, error) {
 	hc := ns.HTTPClient("")
-	hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: TestCA().Pool()}
+	tr := hc.Transport.(*http.Transport)
+	tr.TLSClientConfig = &tls.Config{RootCAs: TestCA().Pool()}
+	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return ns.DialContext(ctx, network, addr)
+	}
 	start := time.Now()
 	resp, err := hc.Get(u)
 	if err != nil {
