@@ -23,7 +23,7 @@ else
 	if out=$(UNICORN_ROUTER_BENCH=1 BENCH_ROUNDS=$rounds \
 		BENCH_ROUTER_RAW_MB=${BENCH_ROUTER_RAW_MB:-2048} BENCH_ROUTER_HTTPS_MB=${BENCH_ROUTER_HTTPS_MB:-1024} \
 		BENCH_ROUTER_SECONDS=${BENCH_ROUTER_SECONDS:-3} \
-		"$GO" test -count=1 -timeout 15m -run '^TestRouterThroughput$' -v ./testbed/ 2>&1); then
+		"$GO" test -count=1 -timeout 30m -run '^TestRouterThroughput$' -v ./testbed/ 2>&1); then
 		echo "$out" >"$WORK/router.log"
 		while read -r _ name u b r lo hi; do
 			log "router $name: per-round ratio median $r (min $lo, max $hi)"
@@ -33,6 +33,7 @@ else
 			tcp_conn_per_s) row "router TCP connections/s (transparent)" "$u" "$b" ">=0.5x forwarding" 'r >= 0.5' ;;
 			udp_gbit) row "router UDP Gbit/s (forwarded, nft sets)" "$u" "$b" ">=0.95x forwarding" 'r >= 0.95' ;;
 			*_relay_vs_baseline) row "  a plain Go splice relay vs forwarding: ${name%_relay_vs_baseline}" "$u" "$b" "info" '' ;;
+			*_vs_relay_nat) row "  same, vs that relay with conntrack (NAT) on: ${name%_vs_relay_nat}" "$u" "$b" "info" '' ;;
 			*_vs_nat) row "  same, vs forwarding with NAT only: ${name%_vs_nat}" "$u" "$b" "info" '' ;;
 			*_vs_relay) row "  same, vs a plain Go splice relay: ${name%_vs_relay}" "$u" "$b" "info" '' ;;
 			esac

@@ -37,7 +37,8 @@ const (
 // download through the transparent listener, TCP connection rate, and
 // forwarded UDP crossing the nftables sets. A fourth mode, a minimal Go
 // relay (two io.Copy, kernel splice) in the router's namespace, shows
-// what any userspace hop costs the TCP measurements. It is a measurement,
+// what any userspace hop costs the TCP measurements, without and with
+// conntrack (a fifth mode: the relay with the NAT baseline's table). It is a measurement,
 // not a check: bench/router.sh (make bench) runs it with
 // UNICORN_ROUTER_BENCH=1 and prints the ratios; under plain go test it is
 // skipped. Each result is one line,
@@ -77,9 +78,6 @@ func TestRouterThroughput(t *testing.T) {
 		res[metric][mode] = append(res[metric][mode], v)
 		t.Logf("%s %s: %.4g", metric, mode, v)
 	}
-	// measure runs every measurement; to, when not nil, maps the
-	// destination a device dials onto the address it really dials (the
-	// relay's), keeping the TLS name and URL as they are.
 	// cpu notes the CPU seconds the bench process (clients, servers and
 	// the Go relay) and unicorn (pid, 0: none) spent per unit of work.
 	cpu := map[string]map[string][2][]float64{} // metric -> mode -> {self, unicorn}
@@ -167,6 +165,15 @@ func TestRouterThroughput(t *testing.T) {
 			topo.Forward(t)
 			measure("relay", 0, relays)
 		},
+		func() {
+			// The same relay with conntrack on, as router mode has it
+			// (its redirect and NAT need it): the cost of tracking both
+			// connections of the hop.
+			topo.Forward(t)
+			topo.Router.Sh(t, "nft -f - <<'EOF'\n"+benchNAT+"EOF")
+			measure("relay_nat", 0, relays)
+			topo.Router.Sh(t, "nft delete table inet benchnat")
+		},
 	}
 	for i := range rounds {
 		for j := range modes {
@@ -175,7 +182,7 @@ func TestRouterThroughput(t *testing.T) {
 	}
 	t.Logf("load average at end: %s", loadavg())
 	for _, m := range []string{"raw_tcp_gbit", "https_gbit", "tcp_conn_per_s", "udp_gbit"} {
-		for _, base := range []string{"baseline", "nat", "relay"} {
+		for _, base := range []string{"baseline", "nat", "relay", "relay_nat"} {
 			b := res[m][base]
 			if len(b) == 0 {
 				continue
@@ -188,7 +195,7 @@ func TestRouterThroughput(t *testing.T) {
 			fmt.Printf("ROUTERBENCH %s %.4g %.4g %.3f %.3f %.3f\n", name, median(res[m]["unicorn"]), median(b),
 				median(r), slices.Min(r), slices.Max(r))
 		}
-		for _, mode := range []string{"baseline", "nat", "unicorn", "relay"} {
+		for _, mode := range []string{"baseline", "nat", "unicorn", "relay", "relay_nat"} {
 			if c := cpu[m][mode]; len(c[0]) > 0 {
 				// CPU seconds per GB, or µs per connection.
 				fmt.Printf("ROUTERCPU %s %s bench_process %.3g unicorn %.3g\n", m, mode, median(c[0]), median(c[1]))
