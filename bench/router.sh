@@ -11,7 +11,8 @@
 # "ROUTERBENCH name unicorn baseline ratio min max": the medians, then the
 # median and spread of the per-round ratios (logged: the rounds' spread
 # says how far to trust a ratio). Info rows also compare a minimal Go
-# splice relay with forwarding: the cost of any userspace hop here.
+# splice relay (without and with conntrack) with forwarding and with
+# unicorn: the cost of any userspace hop here.
 
 if [ "$(id -u)" -ne 0 ]; then
 	fail "router: needs root (network namespaces and nftables); skipped"
@@ -32,8 +33,8 @@ else
 			https_gbit) row "router HTTPS download Gbit/s (transparent)" "$u" "$b" ">=0.9x forwarding" 'r >= 0.9' ;;
 			tcp_conn_per_s) row "router TCP connections/s (transparent)" "$u" "$b" ">=0.5x forwarding" 'r >= 0.5' ;;
 			udp_gbit) row "router UDP Gbit/s (forwarded, nft sets)" "$u" "$b" ">=0.95x forwarding" 'r >= 0.95' ;;
-			*_relay_vs_baseline) row "  a plain Go splice relay vs forwarding: ${name%_relay_vs_baseline}" "$u" "$b" "info" '' ;;
-			*_vs_relay_nat) row "  same, vs that relay with conntrack (NAT) on: ${name%_vs_relay_nat}" "$u" "$b" "info" '' ;;
+			*_relay_vs_baseline) row "  Go splice relay vs forwarding: ${name%_relay_vs_baseline}" "$u" "$b" "info" '' ;;
+			*_vs_relay_nat) row "  same, vs the relay + conntrack: ${name%_vs_relay_nat}" "$u" "$b" "info" '' ;;
 			*_vs_nat) row "  same, vs forwarding with NAT only: ${name%_vs_nat}" "$u" "$b" "info" '' ;;
 			*_vs_relay) row "  same, vs a plain Go splice relay: ${name%_vs_relay}" "$u" "$b" "info" '' ;;
 			esac
