@@ -153,9 +153,10 @@ func (c *liveCapture) stop(t *testing.T) {
 	})
 }
 
-// report reads the capture with the scenario's rules, as `unicorn report
-// --rules` would.
-func (w *e2eWorld) report(t *testing.T, c *liveCapture, rulesPath string) *capture.Report {
+// report reads the capture with the scenario's rules and active
+// scenarios (none: the defaults), as `unicorn report --rules --scenario`
+// would.
+func (w *e2eWorld) report(t *testing.T, c *liveCapture, rulesPath string, active ...string) *capture.Report {
 	c.stop(t)
 	var set *rules.Set
 	var err error
@@ -167,7 +168,10 @@ func (w *e2eWorld) report(t *testing.T, c *liveCapture, rulesPath string) *captu
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := rules.NewEngine(set, set.Defaults())
+	if len(active) == 0 {
+		active = set.Defaults()
+	}
+	eng, err := rules.NewEngine(set, active)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,17 +198,82 @@ func leakList(r *capture.Report) string {
 	return b.String()
 }
 
+// mappedCatalogue writes the built-in scenario files into a folder, with
+// the Status clusters of status-services.yaml moved onto the e2e world's
+// bootnode (e2eBoot, port 30303), the same way e2eRules maps cud-2019:
+// the scenarios' own rules are then tried as they ship.
+func mappedCatalogue(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join("..", "rules", "scenarios")
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name() == "status-services.yaml" {
+			data = []byte(mapClusters(t, string(data)))
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// mapClusters replaces the ports and addresses of the status-cluster-*
+// services with the e2e bootnode's.
+func mapClusters(t *testing.T, catalogue string) string {
+	var out []string
+	in, mapped := false, 0
+	for _, l := range strings.Split(catalogue, "\n") {
+		if strings.HasPrefix(l, "  ") && !strings.HasPrefix(l, "   ") {
+			in = strings.HasPrefix(l, "  status-cluster-")
+			out = append(out, l)
+			if in {
+				out = append(out, "    ports: [30303]", "    ips: ["+e2eBoot+"]")
+				mapped++
+			}
+			continue
+		}
+		if in && (strings.HasPrefix(l, "    ports:") || strings.HasPrefix(l, "    ips:") || strings.HasPrefix(l, "      - ")) {
+			continue
+		}
+		out = append(out, l)
+	}
+	if mapped != 2 {
+		t.Fatalf("status-services.yaml: mapped %d status-cluster services, want 2 (2019 and 2020)", mapped)
+	}
+	return strings.Join(out, "\n")
+}
+
 // TestScenarioEndToEnd: the probe as the phone, behind unicorn in router
-// mode with cud-2019 on the Topology, gets the outcome the scenario
-// promises per service, and a capture on the fake internet's side shows
-// no leak. Without unicorn (plain forwarding) every service works and
-// the same report finds the leaks: the test can fail.
+// mode, gets the outcome each scenario promises per service, and a
+// capture on the fake internet's side shows no leak. The built-in
+// scenarios run as they ship, with only the Status clusters' addresses
+// moved onto the fake internet (mappedCatalogue). Without unicorn (plain
+// forwarding) every service works and the same report finds the leaks:
+// the test can fail. One topology serves every case: each router-mode
+// case starts unicorn and stops it (which removes its table) when it ends.
 func TestScenarioEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the end-to-end scenario test in network namespaces")
 	}
+	w := newE2EWorld(t)
+	catalogue := mappedCatalogue(t)
+	const (
+		ok   = testbed.Worked
+		fast = testbed.FailedFast
+		hung = testbed.Hung
+	)
 	t.Run("unicorn off", func(t *testing.T) {
-		w := newE2EWorld(t)
 		w.topo.Forward(t)
 		c := w.capture(t)
 		got := w.probe(net.JoinHostPort(testbed.ResolverAddr4, "53"))
@@ -221,57 +290,72 @@ func TestScenarioEndToEnd(t *testing.T) {
 			t.Errorf("unicorn off: %d leaks, want at least 4 (infura, etherscan, status-cluster tcp and udp):%s", r.LeakCount(), leakList(r))
 		}
 	})
-	t.Run("cud-2019 in router mode", func(t *testing.T) {
-		w := newE2EWorld(t)
-		w.topo.StartRouter(t, "--rules", w.rules)
-		c := w.capture(t)
-		got := w.probe(net.JoinHostPort(testbed.RouterLAN4, "53"))
-		want := map[string]testbed.Outcome{
-			"infura": testbed.FailedFast, "etherscan": testbed.Hung, "status-cluster": testbed.FailedFast,
-			"prices": testbed.Worked, "community": testbed.Worked, "example": testbed.Worked,
-		}
-		for s, o := range want {
-			if got[s].Outcome != o {
-				t.Errorf("router mode: %s %s (%s), want %s", s, got[s].Outcome, got[s].Detail, o)
+	for _, tc := range []struct {
+		name      string
+		rules     string   // --rules; "" the built-ins unmapped
+		scenarios []string // --scenario; none: the defaults
+		want      map[string]testbed.Outcome
+		// minConnected is how many connections the capture must show at
+		// least: the allowed traffic got through, the capture is not
+		// empty by accident.
+		minConnected int
+	}{
+		// e2eRules: cud-2019 with Etherscan blackholed, so one service hangs.
+		{"cud-2019 with a blackhole", w.rules, nil, map[string]testbed.Outcome{
+			"infura": fast, "etherscan": hung, "status-cluster": fast, "prices": ok, "community": ok, "example": ok}, 3},
+		{"cud-2019", catalogue, []string{"cud-2019"}, map[string]testbed.Outcome{
+			"infura": fast, "etherscan": fast, "status-cluster": fast, "prices": ok, "community": ok, "example": ok}, 3},
+		// The 2020 app read history through Infura: Etherscan stays up.
+		{"cud-2020", catalogue, []string{"cud-2020"}, map[string]testbed.Outcome{
+			"infura": fast, "etherscan": ok, "status-cluster": fast, "prices": ok, "community": ok, "example": ok}, 4},
+		// As its file says: combined with cud-2019.
+		{"cud-2019 and cud-2019-third-parties", catalogue, []string{"cud-2019", "cud-2019-third-parties"}, map[string]testbed.Outcome{
+			"infura": fast, "etherscan": fast, "status-cluster": fast, "prices": fast, "community": ok, "example": ok}, 2},
+		{"preset-censor-sni-reset", catalogue, []string{"preset-censor-sni-reset"}, map[string]testbed.Outcome{
+			"infura": fast, "etherscan": fast, "status-cluster": ok, "prices": ok, "community": ok, "example": ok}, 4},
+		// Poisoned names lead nowhere: the probe waits out its timeout.
+		{"preset-censor-dns-poisoning", catalogue, []string{"preset-censor-dns-poisoning"}, map[string]testbed.Outcome{
+			"infura": hung, "etherscan": hung, "status-cluster": ok, "prices": ok, "community": ok, "example": ok}, 4},
+		// Infura's first byte comes 10 s late; the probe gives up after 2 s.
+		{"preset-provider-slow", catalogue, []string{"preset-provider-slow"}, map[string]testbed.Outcome{
+			"infura": hung, "etherscan": ok, "status-cluster": ok, "prices": ok, "community": ok, "example": ok}, 5},
+		// The built-in cud-2019 as it ships: Infura and Etherscan fail
+		// fast; the Status cluster it names is the real fleet, not on this
+		// fake internet, so the node here stays reachable.
+		{"built-in cud-2019 unmapped", "", nil, map[string]testbed.Outcome{
+			"infura": fast, "etherscan": fast, "status-cluster": ok, "prices": ok, "community": ok, "example": ok}, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var args []string
+			if tc.rules != "" {
+				args = append(args, "--rules", tc.rules)
 			}
-		}
-		for _, s := range w.targets() {
-			t.Logf("router mode: %-14s %-11s %s", s.Service, got[s.Service].Outcome, strings.Join(strings.Fields(got[s.Service].Detail), " "))
-		}
-		r := w.report(t, c, w.rules)
-		if r.LeakCount() != 0 {
-			t.Errorf("router mode: %d leaks on the internet side:%s", r.LeakCount(), leakList(r))
-		}
-		// The capture saw the allowed traffic: it is not empty by accident.
-		connected := 0
-		for _, d := range r.Devices {
-			for _, g := range d.Services {
-				connected += g.Connected
+			for _, s := range tc.scenarios {
+				args = append(args, "--scenario", s)
 			}
-		}
-		if connected < 3 {
-			t.Errorf("the internet-side capture shows %d connections, want the prices, community and example ones", connected)
-		}
-	})
-	// The built-in cud-2019 as it ships: Infura and Etherscan fail fast;
-	// the Status cluster it names is the real fleet, not on this fake
-	// internet, so the node here stays reachable like every other service.
-	t.Run("built-in cud-2019 in router mode", func(t *testing.T) {
-		w := newE2EWorld(t)
-		w.topo.StartRouter(t) // no --rules: the built-in scenarios
-		c := w.capture(t)
-		got := w.probe(net.JoinHostPort(testbed.RouterLAN4, "53"))
-		want := map[string]testbed.Outcome{
-			"infura": testbed.FailedFast, "etherscan": testbed.FailedFast, "status-cluster": testbed.Worked,
-			"prices": testbed.Worked, "community": testbed.Worked, "example": testbed.Worked,
-		}
-		for s, o := range want {
-			if got[s].Outcome != o {
-				t.Errorf("built-in: %s %s (%s), want %s", s, got[s].Outcome, got[s].Detail, o)
+			w.topo.StartRouter(t, args...)
+			c := w.capture(t)
+			got := w.probe(net.JoinHostPort(testbed.RouterLAN4, "53"))
+			for _, s := range w.targets() {
+				d := strings.Join(strings.Fields(got[s.Service].Detail), " ")
+				t.Logf("%-14s %-11s %.120s", s.Service, got[s.Service].Outcome, d)
+				if want := tc.want[s.Service]; got[s.Service].Outcome != want {
+					t.Errorf("%s: %s %s (%s), want %s", tc.name, s.Service, got[s.Service].Outcome, got[s.Service].Detail, want)
+				}
 			}
-		}
-		if r := w.report(t, c, ""); r.LeakCount() != 0 {
-			t.Errorf("built-in: %d leaks on the internet side:%s", r.LeakCount(), leakList(r))
-		}
-	})
+			r := w.report(t, c, tc.rules, tc.scenarios...)
+			if r.LeakCount() != 0 {
+				t.Errorf("%s: %d leaks on the internet side:%s", tc.name, r.LeakCount(), leakList(r))
+			}
+			connected := 0
+			for _, d := range r.Devices {
+				for _, g := range d.Services {
+					connected += g.Connected
+				}
+			}
+			if connected < tc.minConnected {
+				t.Errorf("%s: the internet-side capture shows %d connections, want at least %d (the services that worked)", tc.name, connected, tc.minConnected)
+			}
+		})
+	}
 }
