@@ -3,11 +3,7 @@ package testbed_test
 import (
 	"bufio"
 	"context"
-	"io"
-	"log"
 	"net"
-	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,14 +16,8 @@ import (
 	"github.com/chaos-unicorn/unicorn/testbed"
 )
 
-// The e2e world's own services, added to the Topology's fake internet:
-// a Status node speaking the probe's protocol, the community node, and
-// the price API (HTTPS, min-api.cryptocompare.com).
-const (
-	e2eBoot      = "203.0.113.21"
-	e2eCommunity = "203.0.113.50"
-	e2ePrices    = "203.0.113.30"
-)
+// e2eBoot is the Status node of the e2e world (StartAppServices).
+const e2eBoot = testbed.StatusNodeAddr4
 
 // e2eRules is cud-2019 on the Topology's addresses: Infura fails fast,
 // Etherscan hangs, the Status cluster is refused by address; the price API
@@ -43,54 +33,22 @@ rules:
   - {service: status-cluster, action: reject}
 `
 
-// e2eWorld is a Topology with the probe's extra services and a capture on
-// the fake internet's side of the router.
+// e2eWorld is a Topology with the app's services (StartAppServices) and a
+// capture on the fake internet's side of the router.
 type e2eWorld struct {
-	topo  *testbed.Topology
-	rules string // path of e2eRules
+	topo    *testbed.Topology
+	rules   string // path of e2eRules
+	targets []testbed.ProbeTarget
 }
 
 func newE2EWorld(t *testing.T) *e2eWorld {
 	topo := testbed.NewTopology(t) // skips when namespaces cannot be made
-	for _, a := range []string{e2eBoot, e2eCommunity, e2ePrices} {
-		topo.Inet.IP(t, "addr", "add", a+"/32", "dev", "lo")
-	}
-	topo.DNS.Map("min-api.cryptocompare.com", netip.MustParseAddr(e2ePrices))
-	for _, n := range []struct{ name, ip string }{{"boot-1", e2eBoot}, {testbed.CommunityName, e2eCommunity}} {
-		var node *testbed.Node
-		err := topo.Inet.Do(func() (err error) {
-			node, err = testbed.StartNode(n.name, n.ip, testbed.NodePort)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { node.Close() })
-	}
-	l, err := topo.Inet.Listen("tcp", net.JoinHostPort(e2ePrices, "443"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: testbed.Prices(), TLSConfig: testbed.TestCA().ServerConfig(), ErrorLog: log.New(io.Discard, "", 0)}
-	go srv.ServeTLS(l, "", "")
-	t.Cleanup(func() { srv.Close() })
-
+	targets := topo.StartAppServices(t)
 	p := filepath.Join(t.TempDir(), "cud-e2e.yaml")
 	if err := os.WriteFile(p, []byte(e2eRules), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &e2eWorld{topo: topo, rules: p}
-}
-
-func (w *e2eWorld) targets() []testbed.ProbeTarget {
-	return []testbed.ProbeTarget{
-		{Service: "infura", Kind: testbed.ProbeJSONRPC, URL: "https://mainnet.infura.io/v3/e2e"},
-		{Service: "etherscan", Kind: testbed.ProbeHTTP, URL: "https://api.etherscan.io/api?module=account&action=txlist&address=0x01"},
-		{Service: "prices", Kind: testbed.ProbeHTTP, URL: "https://min-api.cryptocompare.com/data/price?fsym=ETH&tsyms=USD"},
-		{Service: "status-cluster", Kind: testbed.ProbeNode, Addr: net.JoinHostPort(e2eBoot, "30303"), UDP: true},
-		{Service: "community", Kind: testbed.ProbeNode, Addr: net.JoinHostPort(e2eCommunity, "30303"), UDP: true},
-		{Service: "example", Kind: testbed.ProbeHTTP, URL: "https://example.org/"},
-	}
+	return &e2eWorld{topo: topo, rules: p, targets: targets}
 }
 
 // probe runs the probe as the phone, with dns as its resolver.
@@ -98,7 +56,7 @@ func (w *e2eWorld) probe(dns string) map[string]testbed.ProbeResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return outcomes(testbed.Probe(ctx, testbed.ProbeConfig{
-		Targets: w.targets(), DNS: dns, Dial: w.topo.Phone.DialContext, RootCAs: testbed.TestCA().Pool(),
+		Targets: w.targets, DNS: dns, Dial: w.topo.Phone.DialContext, RootCAs: testbed.TestCA().Pool(),
 		Timeout: 2 * time.Second, Attempts: 2, Backoff: 200 * time.Millisecond,
 	}))
 }
@@ -336,7 +294,7 @@ func TestScenarioEndToEnd(t *testing.T) {
 			w.topo.StartRouter(t, args...)
 			c := w.capture(t)
 			got := w.probe(net.JoinHostPort(testbed.RouterLAN4, "53"))
-			for _, s := range w.targets() {
+			for _, s := range w.targets {
 				d := strings.Join(strings.Fields(got[s.Service].Detail), " ")
 				t.Logf("%-14s %-11s %.120s", s.Service, got[s.Service].Outcome, d)
 				if want := tc.want[s.Service]; got[s.Service].Outcome != want {
