@@ -23,9 +23,17 @@ type Result struct {
 // and exit code. A non-zero exit is not a failure: tests assert on it.
 func Run(tb testing.TB, args ...string) Result {
 	tb.Helper()
+	return runArgv(tb, append([]string{Binary(tb)}, args...), "unicorn "+strings.Join(args, " "))
+}
+
+// runArgv runs argv to completion, at most RunTimeout (then it is killed
+// by its own pid and tb fails), and returns its output and exit code;
+// what names the command in failures.
+func runArgv(tb testing.TB, argv []string, what string) Result {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), RunTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, Binary(tb), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = cleanEnv()
 	cmd.WaitDelay = pipeDelay
 	stdout, stderr := newLines(), newLines()
@@ -39,10 +47,10 @@ func Run(tb testing.TB, args ...string) Result {
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	default:
-		tb.Fatalf("testbed: unicorn %s: %v", strings.Join(args, " "), err)
+		tb.Fatalf("testbed: %s: %v", what, err)
 	}
 	if ctx.Err() != nil {
-		tb.Fatalf("testbed: unicorn %s did not finish within %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), RunTimeout, r.Stdout, r.Stderr)
+		tb.Fatalf("testbed: %s did not finish within %v\nstdout:\n%s\nstderr:\n%s", what, RunTimeout, r.Stdout, r.Stderr)
 	}
 	return r
 }

@@ -1,11 +1,8 @@
 package testbed
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -47,29 +44,7 @@ func (t *Topology) RunRouter(tb testing.TB, args ...string) Result {
 // code.
 func (n *Netns) Run(tb testing.TB, argv ...string) Result {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), RunTimeout)
-	defer cancel()
-	argv = n.Exec(argv...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = cleanEnv()
-	cmd.WaitDelay = pipeDelay
-	stdout, stderr := newLines(), newLines()
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	start := time.Now()
-	err := cmd.Run()
-	r := Result{Stdout: stdout.String(), Stderr: stderr.String(), Elapsed: time.Since(start)}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.Code = ee.ExitCode()
-	default:
-		tb.Fatalf("testbed: %s: %v", strings.Join(argv, " "), err)
-	}
-	if ctx.Err() != nil {
-		tb.Fatalf("testbed: %s did not finish within %v\nstdout:\n%s\nstderr:\n%s", strings.Join(argv, " "), RunTimeout, r.Stdout, r.Stderr)
-	}
-	return r
+	return runArgv(tb, n.Exec(argv...), strings.Join(n.Exec(argv...), " "))
 }
 
 // WaitExit waits at most timeout for unicorn to exit by itself (a test
