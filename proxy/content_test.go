@@ -17,18 +17,11 @@ import (
 // contentEngine is a rule set whose only rule matches HTTP content.
 func contentEngine(t *testing.T, host string) *rules.Engine {
 	t.Helper()
-	set, err := rules.Parse("content.yaml", []byte(`
+	e := ruleEngine(t, "content.yaml", `
 scenario: content
 rules:
   - {hosts: [`+host+`], methods: [POST], paths: ["/v3/*"], action: http_error, status: 429}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rules.NewEngine(set, set.Defaults())
-	if err != nil {
-		t.Fatal(err)
-	}
+`, true)
 	return e
 }
 
@@ -166,18 +159,11 @@ func TestContentConnectNoCA(t *testing.T) {
 // with their bodies intact.
 func TestContentJSONRPC(t *testing.T) {
 	const host = "rpc.example.test"
-	set, err := rules.Parse("rpc.yaml", []byte(`
+	e := ruleEngine(t, "rpc.yaml", `
 scenario: rpc
 rules:
   - {hosts: [`+host+`], jsonrpc: [eth_sendRawTransaction], action: http_error, status: 429}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rules.NewEngine(set, set.Defaults())
-	if err != nil {
-		t.Fatal(err)
-	}
+`, true)
 	var bodies []string
 	var mu sync.Mutex
 	up := newCounted(t, func(rw http.ResponseWriter, r *http.Request) {

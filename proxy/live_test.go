@@ -161,20 +161,13 @@ func TestLiveDegradeThrottle(t *testing.T) {
 func TestLiveEngineSwitch(t *testing.T) {
 	echo := echoServer(t)
 	demand := demandServer(t)
-	set, err := rules.Parse("live.yaml", []byte(`
+	e := ruleEngine(t, "live.yaml", `
 scenario: outage
 optional: true
 rules:
   - {ips: [127.0.0.1], ports: [`+portOf(t, echo)+`], action: reject}
   - {ips: [127.0.0.1], ports: [`+portOf(t, demand)+`], action: throttle, rate: 64KiB/s, direction: down, on_existing: degrade}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rules.NewEngine(set, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+`, false)
 	w := newWorld(t, worldConfig{Engine: e})
 	c := tunnel(t, w.Addr, echo)
 	br := bufio.NewReader(c)
@@ -214,7 +207,7 @@ func portOf(t *testing.T, addr string) string {
 // on leaves open tunnels alone: it draws once per flow.
 func TestLivePhases(t *testing.T) {
 	echo := echoServer(t)
-	set, err := rules.Parse("phases.yaml", []byte(`
+	e := ruleEngine(t, "phases.yaml", `
 scenario: phased
 optional: true
 rules:
@@ -223,14 +216,7 @@ rules:
     phases:
       - {for: 10m, action: throttle, rate: 1MiB/s}
       - {action: reject}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rules.NewEngine(set, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+`, false)
 	var mu sync.Mutex
 	now := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
 	e.SetClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
@@ -257,19 +243,12 @@ rules:
 
 func TestLiveProbabilityKeeps(t *testing.T) {
 	echo := echoServer(t)
-	set, err := rules.Parse("chance.yaml", []byte(`
+	e := ruleEngine(t, "chance.yaml", `
 scenario: flaky
 optional: true
 rules:
   - {ips: [127.0.0.1], ports: [`+portOf(t, echo)+`], action: reject, probability: 0.99}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rules.NewEngine(set, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+`, false)
 	w := newWorld(t, worldConfig{Engine: e})
 	c := tunnel(t, w.Addr, echo)
 	br := bufio.NewReader(c)
@@ -339,19 +318,12 @@ func TestLiveWebSocketCut(t *testing.T) {
 func TestLiveBlackholeReleased(t *testing.T) {
 	echo := echoServer(t)
 	engine := func(onExisting string) *rules.Engine {
-		set, err := rules.Parse("hole.yaml", []byte(`
+		e := ruleEngine(t, "hole.yaml", `
 scenario: hole
 optional: true
 rules:
   - {ips: [127.0.0.1], ports: [`+portOf(t, echo)+`], action: blackhole`+onExisting+`}
-`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := rules.NewEngine(set, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+`, false)
 		if err := e.Switch("hole", true, nil); err != nil {
 			t.Fatal(err)
 		}

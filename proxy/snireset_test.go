@@ -23,18 +23,11 @@ func sniEngine(t *testing.T, optional bool) *rules.Engine {
 	if optional {
 		opt = "optional: true\n"
 	}
-	set, err := rules.Parse("sni.yaml", []byte(`scenario: censor
+	e := ruleEngine(t, "sni.yaml", `scenario: censor
 `+opt+`rules:
   - {domains: [censored.example], action: tls_reset}
   - {domains: [alerted.example], action: tls_reset, mode: alert}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rules.NewEngine(set, set.Defaults())
-	if err != nil {
-		t.Fatal(err)
-	}
+`, true)
 	return e
 }
 

@@ -83,20 +83,13 @@ func TestSOCKSTLSReset(t *testing.T) {
 func TestSOCKSEngineSwitch(t *testing.T) {
 	echo := echoServer(t)
 	demand := demandServer(t)
-	set, err := rules.Parse("live.yaml", []byte(`
+	e := ruleEngine(t, "live.yaml", `
 scenario: outage
 optional: true
 rules:
   - {ips: [127.0.0.1], ports: [`+portOf(t, echo)+`], action: reject}
   - {ips: [127.0.0.1], ports: [`+portOf(t, demand)+`], action: throttle, rate: 64KiB/s, direction: down, on_existing: degrade}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rules.NewEngine(set, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+`, false)
 	w := newSOCKSWorld(t, worldConfig{Engine: e}, proxy.SOCKSConfig{})
 	c := socksTunnel(t, w.SOCKSAddr, echo)
 	br := bufio.NewReader(c)
@@ -130,19 +123,12 @@ rules:
 // that name is switched on.
 func TestSOCKSSwitchByRememberedName(t *testing.T) {
 	echo := echoServer(t)
-	set, err := rules.Parse("chat.yaml", []byte(`
+	e := ruleEngine(t, "chat.yaml", `
 scenario: chat-down
 optional: true
 rules:
   - {hosts: [chat.example.test], action: reject}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rules.NewEngine(set, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+`, false)
 	names := func(a netip.Addr) (string, bool) { return "chat.example.test", a == loopback }
 	w := newSOCKSWorld(t, worldConfig{Engine: e}, proxy.SOCKSConfig{Names: names})
 	c := socksTunnel(t, w.SOCKSAddr, echo)

@@ -314,3 +314,23 @@ func tlsFor(u *upstream) *tls.Config { return &tls.Config{RootCAs: u.Roots()} }
 
 // discardLogger drops every record.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// ruleEngine loads src as the rule file name and returns an engine with
+// its default scenarios on when defaults is set, or every scenario off
+// (tests switch them on).
+func ruleEngine(t testing.TB, name, src string, defaults bool) *rules.Engine {
+	t.Helper()
+	set, err := rules.Parse(name, []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var active []string
+	if defaults {
+		active = set.Defaults()
+	}
+	e, err := rules.NewEngine(set, active)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
